@@ -1,0 +1,27 @@
+"""marlopt: cooperative multi-agent policy optimisation on one shared runner.
+
+The objectives are re-exported here (``from marlopt import mars_loss`` works), but lazily
+(PEP 562): ``import marlopt`` imports neither torch nor any simulator, so env worker processes
+that only need ``marlopt.envs`` stay small.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_OBJECTIVES = "marlopt.objectives"
+
+
+def __getattr__(name: str) -> Any:
+    objectives = importlib.import_module(_OBJECTIVES)
+    if name in objectives.__all__:
+        return getattr(objectives, name)
+    raise AttributeError(f"module 'marlopt' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    objectives = importlib.import_module(_OBJECTIVES)
+    return sorted([*globals(), *objectives.__all__])

@@ -1,0 +1,216 @@
+"""What every on-policy update rule shares: networks, optimisers, ValueNorm, GAE, chunking.
+
+An update rule owns its networks and optimisers and exposes three things to the runner:
+
+- ``rollout_actor`` — the policy that collects data (MAGPO: its centralised guider),
+- ``eval_actor`` — the policy that is evaluated and deployed (MAGPO: the decentralised learner),
+- ``update(batch) -> metrics`` — one iteration's optimisation on a :class:`RolloutBatch`,
+
+plus ``state_dict``/``load_state_dict`` for checkpoints. Subclasses implement ``update_policy``;
+this class prepares advantages and offers the critic step and minibatching they reuse.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any, Iterator
+
+import torch
+from torch import Tensor, nn
+
+from marlopt.buffers import RolloutBatch
+from marlopt.config import ModelConfig, OnPolicyConfig
+from marlopt.envs.base import EnvSpec
+from marlopt.models import Actor, Critic
+from marlopt.objectives import masked_mean, value_loss
+from marlopt.returns import ValueNorm, gae
+
+
+@dataclass
+class Chunks:
+    """Training data cut into BPTT chunks: ``[L, C, ...]`` with C = (T / L) · E sequences."""
+
+    obs: Tensor
+    state: Tensor
+    avail: Tensor
+    actions: Tensor
+    logp: Tensor
+    values: Tensor
+    active: Tensor
+    critic_active: Tensor
+    starts: Tensor
+    advantages: Tensor  # [L, C, N]
+    returns: Tensor  # [L, C, R] targets in the critic's (normalised) space
+    h_actor: Tensor | None  # [C, N, H] hidden state at each chunk's first step
+    h_critic: Tensor | None  # [C, R, H]
+
+    def select(self, index: Tensor) -> "Chunks":
+        """The sequences ``index`` (dim 1; hidden states dim 0)."""
+        out = {}
+        for f in fields(self):
+            x = getattr(self, f.name)
+            out[f.name] = None if x is None else (x[index] if f.name.startswith("h_") else x[:, index])
+        return Chunks(**out)
+
+    @property
+    def num_sequences(self) -> int:
+        return self.obs.shape[1]
+
+
+def to_chunks(x: Tensor, length: int) -> Tensor:
+    """``[T, E, ...] -> [L, (T/L)·E, ...]``; sequence index = chunk_number · E + env."""
+    t, e = x.shape[:2]
+    return x.reshape(t // length, length, e, *x.shape[2:]).transpose(0, 1).reshape(length, (t // length) * e, *x.shape[2:])
+
+
+def chunk_starts(x: Tensor, length: int) -> Tensor:
+    """The value of ``x[T, E, ...]`` at each chunk's first step: ``[(T/L)·E, ...]``."""
+    t, e = x.shape[:2]
+    return x.reshape(t // length, length, e, *x.shape[2:])[:, 0].reshape((t // length) * e, *x.shape[2:])
+
+
+def normalise_advantages(adv: Tensor, mask: Tensor) -> Tensor:
+    """``(A - mean) / (std + 1e-5)`` over active samples only (dead agents left out, as HARL)."""
+    m = mask.to(adv.dtype)
+    count = m.sum().clamp_min(1.0)
+    mean = (adv * m).sum() / count
+    var = (((adv - mean) ** 2) * m).sum() / count
+    return (adv - mean) / (var.sqrt() + 1e-5)
+
+
+def clip_and_step(optim: torch.optim.Optimizer, params: list[nn.Parameter], loss: Tensor, max_norm: float) -> float:
+    """Backward, clip the global grad norm, step. Returns the pre-clip grad norm."""
+    optim.zero_grad(set_to_none=True)
+    loss.backward()
+    norm = nn.utils.clip_grad_norm_(params, max_norm)
+    optim.step()
+    return float(norm)
+
+
+class OnPolicyRule:
+    """Base of the on-policy update rules: actor, centralised critic, ValueNorm, optimisers."""
+
+    def __init__(self, spec: EnvSpec, algo: OnPolicyConfig, model: ModelConfig, device: torch.device):
+        self.spec, self.cfg, self.model_cfg, self.device = spec, algo, model, device
+        self.actor = Actor(spec, model).to(device)
+        self.critic = Critic(spec, model).to(device)
+        self.value_norm = ValueNorm(1).to(device) if algo.use_valuenorm else None
+        self.actor_optim = self.make_actor_optimiser()
+        self.critic_optim = torch.optim.Adam(self.critic.parameters(), lr=algo.critic_lr, eps=algo.adam_eps)
+        self.chunk_length = model.data_chunk_length if model.recurrent else 1
+
+    def make_actor_optimiser(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.actor.parameters(), lr=self.cfg.lr, eps=self.cfg.adam_eps)
+
+    # -- what the runner uses ------------------------------------------------------------------
+    @property
+    def rollout_actor(self) -> Actor:
+        return self.actor
+
+    @property
+    def eval_actor(self) -> Actor:
+        return self.actor
+
+    def update(self, batch: RolloutBatch) -> dict[str, float]:
+        chunks = self.prepare(batch)
+        self.actor.train()
+        self.critic.train()
+        return self.update_policy(chunks)
+
+    def update_policy(self, chunks: Chunks) -> dict[str, float]:
+        raise NotImplementedError
+
+    def modules(self) -> dict[str, nn.Module]:
+        mods: dict[str, nn.Module] = {"actor": self.actor, "critic": self.critic}
+        if self.value_norm is not None:
+            mods["value_norm"] = self.value_norm
+        return mods
+
+    def optimisers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"actor_optim": self.actor_optim, "critic_optim": self.critic_optim}
+
+    def state_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {k: m.state_dict() for k, m in self.modules().items()}
+        out.update({k: o.state_dict() for k, o in self.optimisers().items()})
+        return out
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for k, m in self.modules().items():
+            m.load_state_dict(state[k])
+        for k, o in self.optimisers().items():
+            o.load_state_dict(state[k])
+
+    # -- shared machinery ----------------------------------------------------------------------
+    def critic_active(self, active: Tensor) -> Tensor:
+        return active if self.critic.rows == active.shape[-1] else active.any(-1, keepdim=True)
+
+    def denormalise(self, v: Tensor) -> Tensor:
+        return v if self.value_norm is None else self.value_norm.denormalize(v)
+
+    @torch.no_grad()
+    def prepare(self, batch: RolloutBatch) -> Chunks:
+        """GAE on denormalised values, ValueNorm update, advantage normalisation, chunking.
+
+        ``A = gae(r, V, V_boot, terminated, truncated, γ, λ)`` (EQUATIONS.md, shared machinery):
+        values are denormalised *before* GAE (TRAPS.md: on-policy #12); the critic's targets are
+        the returns normalised with the just-updated statistics.
+        """
+        critic_active = self.critic_active(batch.active)
+        adv, returns = gae(
+            batch.rewards.expand_as(batch.values),
+            self.denormalise(batch.values),
+            self.denormalise(batch.bootstrap_values),
+            batch.terminated.expand_as(batch.values),
+            batch.truncated.expand_as(batch.values),
+            self.cfg.gamma,
+            self.cfg.gae_lambda,
+        )
+        if self.value_norm is not None:
+            self.value_norm.update(returns, mask=critic_active)
+            returns = self.value_norm.normalize(returns)
+        adv = adv.expand_as(batch.logp) if adv.shape[-1] != batch.logp.shape[-1] else adv
+        if self.cfg.advantage_norm:
+            adv = normalise_advantages(adv, batch.active)
+        length = self.chunk_length
+        recurrent = self.model_cfg.recurrent
+        return Chunks(
+            obs=to_chunks(batch.obs, length),
+            state=to_chunks(batch.state, length),
+            avail=to_chunks(batch.avail, length),
+            actions=to_chunks(batch.actions, length),
+            logp=to_chunks(batch.logp, length),
+            values=to_chunks(batch.values, length),
+            active=to_chunks(batch.active, length),
+            critic_active=to_chunks(critic_active, length),
+            starts=to_chunks(batch.starts, length),
+            advantages=to_chunks(adv, length),
+            returns=to_chunks(returns, length),
+            h_actor=chunk_starts(batch.h_actor, length) if recurrent else None,
+            h_critic=chunk_starts(batch.h_critic, length) if recurrent else None,
+        )
+
+    def minibatches(self, chunks: Chunks) -> Iterator[Chunks]:
+        """A fresh random split of the sequences into ``num_minibatches`` (global torch RNG)."""
+        n = chunks.num_sequences
+        perm = torch.randperm(n, device=chunks.obs.device)
+        for index in perm.chunk(min(self.cfg.num_minibatches, n)):
+            yield chunks.select(index)
+
+    def evaluate_actions(self, mb: Chunks, actor: Actor | None = None) -> tuple[Tensor, Tensor]:
+        actor = actor or self.actor
+        return actor.evaluate(mb.obs, mb.avail, mb.actions, mb.h_actor, mb.starts)
+
+    def critic_step(self, mb: Chunks) -> dict[str, float]:
+        """One clipped (Huber) value-loss step (EQUATIONS.md: value loss), in normalised space."""
+        values, _ = self.critic(mb.state, mb.h_critic, mb.starts)
+        loss = value_loss(
+            values, mb.values, mb.returns, clip=self.cfg.value_clip, huber_delta=self.cfg.huber_delta,
+            mask=mb.critic_active,
+        )
+        norm = clip_and_step(
+            self.critic_optim, list(self.critic.parameters()), self.cfg.value_loss_coef * loss, self.cfg.max_grad_norm
+        )
+        return {"critic/value_loss": loss.item(), "critic/grad_norm": norm}
+
+    def entropy_term(self, entropy: Tensor, mask: Tensor) -> Tensor:
+        return masked_mean(entropy, mask)

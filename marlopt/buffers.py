@@ -1,0 +1,78 @@
+"""On-policy rollout storage: preallocated ``[T, E, N, ...]`` tensors on the training device.
+
+Time ``T`` (rollout length) first, then env ``E``, then agent ``N`` (or ``R`` critic rows, or 1
+for per-env quantities). Nothing stored here carries an autograd graph (pymarl PR#73's leak):
+every write is a copy of a no-grad tensor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+from torch import Tensor
+
+from marlopt.envs.base import EnvSpec
+
+
+@dataclass
+class RolloutBatch:
+    """One iteration of experience. Shapes: ``[T, E, N, ...]`` unless noted."""
+
+    obs: Tensor  # [T, E, N, obs_dim]
+    state: Tensor  # [T, E, S, state_dim]
+    avail: Tensor  # [T, E, N, A] bool
+    actions: Tensor  # [T, E, N] long, or [T, E, N, A] float (continuous)
+    logp: Tensor  # [T, E, N] behaviour log-probabilities
+    values: Tensor  # [T, E, R] critic output at the time (normalised space)
+    bootstrap_values: Tensor  # [T, E, R] V(state after step t) (normalised space); see gae
+    rewards: Tensor  # [T, E, 1] team reward
+    terminated: Tensor  # [T, E, 1] bool
+    truncated: Tensor  # [T, E, 1] bool (time limit, or a dropped episode's cut)
+    active: Tensor  # [T, E, N] bool: the sample counts (agent alive, episode not dropped)
+    starts: Tensor  # [T, E, 1] float: 1 where an episode starts at step t (hidden state zeroed)
+    h_actor: Tensor  # [T, E, N, H] actor hidden state before step t
+    h_critic: Tensor  # [T, E, R, H] critic hidden state before step t
+
+    def to(self, device: torch.device | str) -> "RolloutBatch":
+        return RolloutBatch(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+
+
+class RolloutBuffer:
+    """Holds one :class:`RolloutBatch` and fills it step by step."""
+
+    def __init__(self, spec: EnvSpec, n_envs: int, length: int, critic_rows: int, actor_hidden: int,
+                 critic_hidden: int, device: torch.device | str):
+        t, e, n, r = length, n_envs, spec.n_agents, critic_rows
+        z = dict(device=device)
+        act_shape = (t, e, n, spec.n_actions) if spec.continuous else (t, e, n)
+        self.batch = RolloutBatch(
+            obs=torch.zeros(t, e, n, spec.obs_dim, **z),
+            state=torch.zeros(t, e, spec.state_rows, spec.state_dim, **z),
+            avail=torch.zeros(t, e, n, spec.n_actions, dtype=torch.bool, **z),
+            actions=torch.zeros(act_shape, dtype=torch.float32 if spec.continuous else torch.long, **z),
+            logp=torch.zeros(t, e, n, **z),
+            values=torch.zeros(t, e, r, **z),
+            bootstrap_values=torch.zeros(t, e, r, **z),
+            rewards=torch.zeros(t, e, 1, **z),
+            terminated=torch.zeros(t, e, 1, dtype=torch.bool, **z),
+            truncated=torch.zeros(t, e, 1, dtype=torch.bool, **z),
+            active=torch.zeros(t, e, n, dtype=torch.bool, **z),
+            starts=torch.zeros(t, e, 1, **z),
+            h_actor=torch.zeros(t, e, n, actor_hidden, **z),
+            h_critic=torch.zeros(t, e, r, critic_hidden, **z),
+        )
+        self.length = length
+
+    def insert(self, t: int, **values: Tensor) -> None:
+        for name, value in values.items():
+            getattr(self.batch, name)[t].copy_(value)
+
+    def drop_episode(self, env: int, start: int, t: int) -> None:
+        """Exclude env ``env``'s steps ``start..t`` (an episode lost to a crash) from training.
+
+        The samples are masked out and the recursion of GAE is cut at ``t`` (marked truncated), so
+        no terminal transition is fabricated and no value leaks across the restart.
+        """
+        self.batch.active[start : t + 1, env] = False
+        self.batch.truncated[t, env] = True

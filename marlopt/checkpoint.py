@@ -1,0 +1,65 @@
+"""Atomic, resumable checkpoints.
+
+A checkpoint is one ``torch.save`` payload: the update rule (models, optimisers, ValueNorm), RNG
+states, the vector env's state (pickled envs, mid-episode), the runner's carried tensors and its
+counters. Writes go to a temporary file in the same directory, are fsynced and then renamed over
+the target (``os.replace`` is atomic), so a crash mid-write never leaves a corrupt ``latest.pt``.
+Loading uses ``torch.load(..., weights_only=True)``: a checkpoint cannot execute code.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+LATEST = "latest.pt"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing or unreadable; the message says which file and what to do."""
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        torch.save(payload, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file
+        others = sorted(p.name for p in path.parent.glob("*.pt") if p != path)
+        hint = f"; other checkpoints there: {', '.join(others)}" if others else ""
+        raise CheckpointError(f"corrupt or incompatible checkpoint {path}: {type(exc).__name__}: {exc}"[:400] + hint) from None
+    if not isinstance(payload, dict) or "rule" not in payload:
+        raise CheckpointError(f"{path} is not a marlopt checkpoint (no 'rule' entry)")
+    return payload
+
+
+def checkpoint_dir(run_dir: Path) -> Path:
+    return run_dir / "checkpoints"
+
+
+def resolve_checkpoint(run_dir: Path, name: str = "latest") -> Path:
+    """``latest``, a file name in ``checkpoints/`` (``step_100000`` or ``step_100000.pt``), or a path."""
+    candidate = Path(name)
+    if candidate.suffix == ".pt" and candidate.is_file():
+        return candidate
+    directory = checkpoint_dir(run_dir)
+    file = directory / (name if name.endswith(".pt") else f"{name}.pt")
+    if not file.is_file():
+        have = sorted(p.stem for p in directory.glob("*.pt")) if directory.is_dir() else []
+        raise CheckpointError(
+            f"no checkpoint '{name}' in {directory}" + (f"; available: {', '.join(have)}" if have else " (none saved yet)")
+        )
+    return file

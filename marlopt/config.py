@@ -1,0 +1,223 @@
+"""Typed configuration schemas, registered with Hydra's ConfigStore.
+
+Every YAML under ``configs/`` composes onto one of these dataclasses, so a mistyped key fails at
+load time, and ``validate`` (called before anything is built) turns the composed config into
+dataclass objects whose ``__post_init__`` checks values and names the offending key.
+
+Layout of the composed config::
+
+    seed, total_steps, n_envs, rollout_length, device, ...   # TrainConfig (this file)
+    algo:  <the algorithm's schema, e.g. PPOConfig>           # configs/algo/<name>.yaml
+    env:   EnvConfig (+ the map's fields)                     # configs/env/*.yaml, configs/map/*.yaml
+    model: ModelConfig                                        # configs/config.yaml
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the key and the fix."""
+
+
+def _require(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: {message}")
+
+
+def _positive(value: float, key: str) -> None:
+    _require(value > 0, key, f"must be > 0 (got {value})")
+
+
+def _nonnegative(value: float, key: str) -> None:
+    _require(value >= 0, key, f"must be >= 0 (got {value})")
+
+
+def _one_of(value: str, choices: tuple[str, ...], key: str) -> None:
+    _require(value in choices, key, f"must be one of {', '.join(choices)} (got {value!r})")
+
+
+@dataclass
+class ModelConfig:
+    """Actor and critic networks (MAPPO defaults: GRU 64, LayerNorm inputs, orthogonal init)."""
+
+    hidden_sizes: list[int] = field(default_factory=lambda: [64])  # MLP layers before the GRU
+    recurrent: bool = True  # GRU after the MLP; False = pure MLP policy
+    rnn_hidden: int = 64
+    data_chunk_length: int = 10  # BPTT chunk length (recurrent only)
+    sharing: str = "shared"  # shared | separate | hybrid (shared backbone, per-agent heads)
+    agent_id: bool = True  # append the one-hot agent id to the actor input (shared/hybrid)
+    critic_agent_id: bool = False  # append it to the critic's input too
+    activation: str = "relu"  # relu | tanh
+    feature_norm: bool = True  # LayerNorm on inputs
+    layer_norm: bool = True  # LayerNorm after each hidden layer
+    head_gain: float = 0.01  # orthogonal-init gain of the policy head
+    log_std_init: float = -0.5  # continuous actions: initial log std of the Gaussian
+
+    def __post_init__(self) -> None:
+        _require(len(self.hidden_sizes) > 0, "model.hidden_sizes", "needs at least one layer")
+        for size in self.hidden_sizes:
+            _positive(size, "model.hidden_sizes")
+        _positive(self.rnn_hidden, "model.rnn_hidden")
+        _positive(self.data_chunk_length, "model.data_chunk_length")
+        _one_of(self.sharing, ("shared", "separate", "hybrid"), "model.sharing")
+        _one_of(self.activation, ("relu", "tanh"), "model.activation")
+
+
+@dataclass
+class OnPolicyConfig:
+    """Hyperparameters shared by every on-policy update rule (EQUATIONS.md, MAPPO defaults)."""
+
+    name: str = MISSING
+    rule: str = MISSING  # key of the update rule in marlopt.algos.registry
+    lr: float = 5e-4  # actor learning rate
+    critic_lr: float = 5e-4
+    adam_eps: float = 1e-5
+    max_grad_norm: float = 10.0
+    entropy_coef: float = 0.01
+    value_loss_coef: float = 1.0
+    ppo_epochs: int = 5
+    num_minibatches: int = 1
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    use_valuenorm: bool = True
+    value_clip: Optional[float] = 0.2  # None disables value clipping
+    huber_delta: Optional[float] = 10.0  # None = squared error
+    advantage_norm: bool = True  # normalise advantages over active samples
+
+    def __post_init__(self) -> None:
+        _positive(self.lr, "algo.lr")
+        _positive(self.critic_lr, "algo.critic_lr")
+        _positive(self.adam_eps, "algo.adam_eps")
+        _positive(self.max_grad_norm, "algo.max_grad_norm")
+        _nonnegative(self.entropy_coef, "algo.entropy_coef")
+        _nonnegative(self.value_loss_coef, "algo.value_loss_coef")
+        _positive(self.ppo_epochs, "algo.ppo_epochs")
+        _positive(self.num_minibatches, "algo.num_minibatches")
+        _require(0 < self.gamma <= 1, "algo.gamma", f"must be in (0, 1] (got {self.gamma})")
+        _require(0 <= self.gae_lambda <= 1, "algo.gae_lambda", f"must be in [0, 1] (got {self.gae_lambda})")
+        if self.value_clip is not None:
+            _positive(self.value_clip, "algo.value_clip")
+        if self.huber_delta is not None:
+            _positive(self.huber_delta, "algo.huber_delta")
+
+
+@dataclass
+class PPOConfig(OnPolicyConfig):
+    """MAPPO: the clipped surrogate; ``clip_low``/``clip_high`` give the asymmetric ablation."""
+
+    objective: str = "clip"
+    clip: float = 0.2
+    clip_low: Optional[float] = None
+    clip_high: Optional[float] = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _positive(self.clip, "algo.clip")
+        for key in ("clip_low", "clip_high"):
+            value = getattr(self, key)
+            if value is not None:
+                _positive(value, f"algo.{key}")
+
+
+@dataclass
+class EnvConfig:
+    """Which env and map, and how the vector env runs. Map YAMLs fill ``map_name``/``map_env``."""
+
+    name: str = MISSING
+    map_name: str = MISSING
+    map_env: str = MISSING  # the env the selected map belongs to (set by configs/map/*.yaml)
+    continuous: bool = False  # Box actions with a diagonal Gaussian policy (where supported)
+    vector: str = "auto"  # inproc | subproc | auto (subproc when it helps)
+    n_workers: int = 0  # subproc workers; 0 = min(n_envs, CPU cores)
+    step_timeout: Optional[float] = None  # seconds before a silent worker is restarted
+    options: dict[str, Any] = field(default_factory=dict)  # passed to the env maker
+
+    def __post_init__(self) -> None:
+        _require(
+            self.map_env == self.name,
+            "map",
+            f"map '{self.map_name}' belongs to env={self.map_env}, not env={self.name}; "
+            f"use env={self.map_env} map={self.map_name}",
+        )
+        _one_of(self.vector, ("auto", "inproc", "subproc"), "env.vector")
+        _nonnegative(self.n_workers, "env.n_workers")
+        if self.step_timeout is not None:
+            _positive(self.step_timeout, "env.step_timeout")
+
+
+@dataclass
+class TrainConfig:
+    """Top-level run settings. Frames count environment steps summed over the parallel envs."""
+
+    algo: Any = MISSING
+    env: EnvConfig = MISSING
+    model: ModelConfig = field(default_factory=ModelConfig)
+    seed: int = 0
+    total_steps: float = 1_000_000  # env frames; floats such as 2e6 accepted
+    n_envs: int = 8
+    rollout_length: int = 200  # steps per env per iteration
+    device: str = "cpu"  # cpu | cuda | cuda:N | auto
+    torch_threads: int = 1  # intra-op threads (small MARL nets run fastest on 1)
+    log_interval: int = 1  # iterations between log events
+    eval_interval: float = 0  # frames between greedy evaluations; 0 = only at the end
+    eval_episodes: int = 16
+    save_interval: float = 500_000  # frames between numbered checkpoints
+    latest_interval: float = 50_000  # frames between refreshes of checkpoints/latest.pt
+    resume: Optional[str] = None  # run directory to continue
+    max_iterations: Optional[int] = None  # stop (with a checkpoint) after this many in this call
+    progress: bool = True  # rich progress bar (plain log lines when not a terminal)
+
+    def __post_init__(self) -> None:
+        _positive(self.total_steps, "total_steps")
+        _require(float(self.total_steps).is_integer(), "total_steps", "must be a whole number")
+        _positive(self.n_envs, "n_envs")
+        _positive(self.rollout_length, "rollout_length")
+        _require(
+            self.device in ("cpu", "cuda", "auto") or self.device.startswith("cuda:"),
+            "device",
+            f"must be cpu, cuda, cuda:N or auto (got {self.device!r})",
+        )
+        _nonnegative(self.torch_threads, "torch_threads")
+        _positive(self.log_interval, "log_interval")
+        _nonnegative(self.eval_interval, "eval_interval")
+        _positive(self.eval_episodes, "eval_episodes")
+        _positive(self.save_interval, "save_interval")
+        _positive(self.latest_interval, "latest_interval")
+        if self.max_iterations is not None:
+            _positive(self.max_iterations, "max_iterations")
+        if isinstance(self.model, ModelConfig) and self.model.recurrent:
+            _require(
+                self.rollout_length % self.model.data_chunk_length == 0,
+                "rollout_length",
+                f"must be a multiple of model.data_chunk_length={self.model.data_chunk_length} "
+                f"(got {self.rollout_length})",
+            )
+
+
+def register_configs() -> None:
+    """Register the schemas with Hydra's ConfigStore (idempotent)."""
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=TrainConfig)
+    cs.store(group="env", name="env_schema", node=EnvConfig)
+    for name, node in ALGO_SCHEMAS.items():
+        cs.store(group="algo", name=f"{name}_schema", node=node)
+
+
+#: Algorithm schemas by the name their YAML's defaults list uses (``<name>_schema``).
+ALGO_SCHEMAS: dict[str, type] = {"ppo": PPOConfig}
+
+
+def to_objects(cfg: DictConfig) -> TrainConfig:
+    """Instantiate the dataclasses (running every ``__post_init__`` check) from a composed config."""
+    algo_cfg = cfg.algo
+    obj = OmegaConf.to_object(cfg)
+    assert isinstance(obj, TrainConfig)
+    if not isinstance(obj.algo, OnPolicyConfig):  # algo stays a dict when typed as Any
+        obj.algo = OmegaConf.to_object(algo_cfg)
+    return obj

@@ -1,0 +1,60 @@
+"""The one environment registry: env name -> lazy ``"module:function"`` maker.
+
+Simulators are imported only when an env is built (importing SMAC and SMACv2 together breaks
+pysc2; workers must not pay for simulators they do not use). Each maker is
+``make(map_name, **options) -> MultiAgentEnv`` and raises ``ValueError`` listing its maps for an
+unknown map.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from marlopt.envs.base import MultiAgentEnv
+
+ENV_MAKERS: dict[str, str] = {
+    "mpe": "marlopt.envs.mpe:make",
+    "games": "marlopt.envs.games:make",
+    "smac": "marlopt.envs.smac:make",
+    "smacv2": "marlopt.envs.smacv2:make",
+    "grf": "marlopt.envs.grf:make",
+    "smax": "marlopt.envs.smax:make",
+}
+
+
+def _resolve(env_name: str) -> Callable[..., MultiAgentEnv]:
+    if env_name not in ENV_MAKERS:
+        raise ValueError(f"unknown env {env_name!r}; valid envs: {sorted(ENV_MAKERS)}")
+    module_name, _, function = ENV_MAKERS[env_name].partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        if err.name == module_name:  # the wrapper itself is missing, not one of its dependencies
+            raise ImportError(
+                f"env {env_name!r} is registered ({ENV_MAKERS[env_name]}) but its wrapper "
+                f"module {module_name} is not available in this marlopt version"
+            ) from err
+        raise
+    return getattr(module, function)
+
+
+def make_env(
+    env_name: str, map_name: str, options: Mapping[str, Any] | None = None
+) -> MultiAgentEnv:
+    """Build ``env_name``'s map ``map_name`` with ``options`` (the maker's keyword arguments)."""
+    return _resolve(env_name)(map_name, **dict(options or {}))
+
+
+def env_fn(
+    env_name: str, map_name: str, options: Mapping[str, Any] | None = None
+) -> Callable[[], MultiAgentEnv]:
+    """A picklable zero-argument env factory (``functools.partial``) for spawn workers.
+
+    The env name is checked now (a typo fails here, not in a worker); the simulator is not imported.
+    """
+    if env_name not in ENV_MAKERS:
+        raise ValueError(f"unknown env {env_name!r}; valid envs: {sorted(ENV_MAKERS)}")
+    return functools.partial(make_env, env_name, map_name, dict(options or {}))

@@ -1,0 +1,74 @@
+"""``python -m marlopt.evaluate run=<run_dir> [episodes=32] [checkpoint=latest] [stochastic=false]``.
+
+Loads a run's saved config and a checkpoint (``latest``, ``step_<frames>`` or a ``.pt`` path),
+runs the deployed policy greedily (``stochastic=true`` samples instead), prints the mean return
+(and win rate where the env has wins) and saves them to ``<run_dir>/eval/<checkpoint>.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from marlopt.cli import fail, load_run_config, parse_overrides, parse_value
+from marlopt.config import ConfigError
+
+USAGE = "usage: python -m marlopt.evaluate run=<run_dir> [episodes=32] [checkpoint=latest] [stochastic=false] [seed=N]"
+
+
+def evaluate_run(run_dir: Path, episodes: int = 32, checkpoint: str = "latest", stochastic: bool = False,
+                 seed: int | None = None) -> dict[str, float]:
+    import torch
+
+    from marlopt.algos.registry import build_rule
+    from marlopt.checkpoint import load_checkpoint, resolve_checkpoint
+    from marlopt.envs import env_fn
+    from marlopt.evaluation import evaluate_policy
+    from marlopt.seeding import EVAL_OFFSET, env_seeds
+
+    _, cfg = load_run_config(run_dir)
+    path = resolve_checkpoint(run_dir, checkpoint)
+    payload = load_checkpoint(path)
+    options = {"continuous": cfg.env.continuous, **cfg.env.options}
+    make = env_fn(cfg.env.name, cfg.env.map_name, options)
+    probe = make()
+    spec = probe.spec
+    probe.close()
+    rule = build_rule(spec, cfg.algo, cfg.model, torch.device("cpu"))
+    rule.load_state_dict(payload["rule"])
+    n = min(episodes, 16)
+    seeds = env_seeds(cfg.seed if seed is None else seed, n, offset=EVAL_OFFSET + 10_000)
+    result = evaluate_policy(rule.eval_actor, [make] * n, episodes, seeds, deterministic=not stochastic)
+    result["frames"] = float(payload["counters"]["frames"])
+    out_dir = run_dir / "eval"
+    out_dir.mkdir(exist_ok=True)
+    (out_dir / f"{path.stem}.json").write_text(json.dumps({"checkpoint": str(path), **result}, indent=2) + "\n")
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    from marlopt.checkpoint import CheckpointError
+
+    args = parse_overrides(argv)
+    unknown = sorted(set(args) - {"run", "episodes", "checkpoint", "stochastic", "seed"})
+    if "run" not in args or unknown:
+        fail(f"{'unknown argument ' + ', '.join(unknown) + '; ' if unknown else ''}{USAGE}")
+    try:
+        episodes = int(parse_value(args.get("episodes", "32")))  # type: ignore[arg-type]
+        if episodes <= 0:
+            raise ConfigError(f"episodes: must be > 0 (got {episodes})")
+        result = evaluate_run(Path(args["run"]), episodes, args.get("checkpoint", "latest"),
+                              bool(parse_value(args.get("stochastic", "false"))),
+                              None if "seed" not in args else int(parse_value(args["seed"])))  # type: ignore[arg-type]
+    except (ConfigError, CheckpointError) as exc:
+        fail(str(exc))
+    line = f"return {result['return_mean']:.3f} ± {result['return_std']:.3f} over {int(result['episodes'])} episodes"
+    if "win_rate" in result:
+        line += f", win rate {result['win_rate']:.3f}"
+    print(f"{line} (checkpoint at {int(result['frames']):,} frames)")
+
+
+if __name__ == "__main__":
+    main()

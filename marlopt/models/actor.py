@@ -1,0 +1,98 @@
+"""Decentralised actors ``π^i(a | o^i)`` with the three parameter-sharing modes.
+
+- ``shared``: one network for all agents, the one-hot agent id appended to the observation.
+- ``separate``: one network per agent (groups = N), run as one batched computation.
+- ``hybrid``: a shared backbone (trunk) and per-agent heads (GRASP's "heads" gradient space).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from marlopt.config import ModelConfig
+from marlopt.envs.base import EnvSpec
+from marlopt.models.distributions import DiagGaussian, MaskedCategorical
+from marlopt.models.layers import GroupedLinear, GroupedModule
+from marlopt.models.trunk import Trunk
+
+
+def with_agent_id(x: Tensor, n_agents: int) -> Tensor:
+    """Append the one-hot agent id to ``x[..., N, d]``."""
+    eye = torch.eye(n_agents, device=x.device, dtype=x.dtype)
+    return torch.cat([x, eye.expand(*x.shape[:-1], n_agents)], dim=-1)
+
+
+class Actor(nn.Module):
+    """Policy network. Tensors keep the agent axis: ``obs[..., N, obs_dim]``."""
+
+    def __init__(self, spec: EnvSpec, cfg: ModelConfig):
+        super().__init__()
+        n = spec.n_agents
+        self.n_agents, self.continuous = n, spec.continuous
+        self.sharing = cfg.sharing
+        body_groups = n if cfg.sharing == "separate" else 1
+        head_groups = 1 if cfg.sharing == "shared" else n
+        self.use_agent_id = cfg.agent_id and cfg.sharing != "separate" and n > 1
+        in_features = spec.obs_dim + (n if self.use_agent_id else 0)
+        self.trunk = Trunk(body_groups, in_features, cfg)
+        self.head = GroupedLinear(head_groups, self.trunk.out_features, spec.n_actions, gain=cfg.head_gain)
+        if spec.continuous:
+            self.log_std = nn.ParameterList(
+                [nn.Parameter(torch.full((spec.n_actions,), cfg.log_std_init)) for _ in range(head_groups)]
+            )
+        self.hidden_size = self.trunk.hidden_size
+
+    # -- construction helpers -------------------------------------------------------------------
+    def initial_hidden(self, batch: int, device: torch.device | str = "cpu") -> Tensor:
+        return torch.zeros(batch, self.n_agents, self.hidden_size, device=device)
+
+    def agent_parameters(self, agent: int) -> list[nn.Parameter]:
+        """Parameters used by agent ``agent`` only (separate: its whole network; hybrid: its head)."""
+        if self.sharing == "shared":
+            raise ValueError("agent_parameters needs model.sharing=separate or hybrid (shared has none)")
+        params: list[nn.Parameter] = []
+        for module in self.modules():
+            if isinstance(module, GroupedModule) and module.groups == self.n_agents and not any(
+                isinstance(child, GroupedModule) for child in module.children()
+            ):
+                params += module.group_parameters(agent)
+        if self.continuous:
+            params.append(self.log_std[agent])
+        return params
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        """The policy head's parameters (per-agent in hybrid/separate modes)."""
+        return [*self.head.parameters(), *(self.log_std if self.continuous else [])]
+
+    # -- forward passes -------------------------------------------------------------------------
+    def distribution(self, feats: Tensor, avail: Tensor | None) -> MaskedCategorical | DiagGaussian:
+        out = self.head(feats)
+        if self.continuous:
+            log_std = self.log_std[0] if len(self.log_std) == 1 else torch.stack(tuple(self.log_std))
+            return DiagGaussian(out, log_std, avail)
+        return MaskedCategorical(out, avail)
+
+    def features(self, obs: Tensor, h: Tensor | None, starts: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """``obs[L, B, N, O] -> feats[L, B, N, F]``; the GRU starts from ``h[B, N, H]``."""
+        if self.use_agent_id:
+            obs = with_agent_id(obs, self.n_agents)
+        return self.trunk(obs, h, starts)
+
+    @torch.no_grad()
+    def act(
+        self, obs: Tensor, avail: Tensor, h: Tensor | None, deterministic: bool = False
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """One rollout step for ``obs[B, N, O]``: returns ``(actions, logp[B, N], h')``."""
+        feats, h = self.features(obs.unsqueeze(0), h, None)
+        dist = self.distribution(feats[0], avail)
+        actions = dist.mode() if deterministic else dist.sample()
+        return actions, dist.log_prob(actions), h
+
+    def evaluate(
+        self, obs: Tensor, avail: Tensor, actions: Tensor, h0: Tensor | None, starts: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
+        """Log-probabilities and entropies ``[L, B, N]`` of stored actions over chunks ``[L, B]``."""
+        feats, _ = self.features(obs, h0, starts)
+        dist = self.distribution(feats, avail)
+        return dist.log_prob(actions), dist.entropy()

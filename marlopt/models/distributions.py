@@ -1,0 +1,97 @@
+"""Action distributions: masked categorical (available actions) and diagonal Gaussian (Box).
+
+Both are small, allocation-light classes rather than ``torch.distributions`` objects: rollout
+inference runs every env step, where the generic classes' argument validation dominates.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+#: Logit given to unavailable actions. Finite (not -inf), so a row whose actions are all masked
+#: still gives finite log-probabilities instead of NaN (TRAPS.md: masking without NaNs).
+MASKED_LOGIT = -1e10
+
+_LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
+
+
+class UnavailableActionError(RuntimeError):
+    """A sampled action is not available: a masking bug that SMAC would reject mid-run."""
+
+
+class MaskedCategorical:
+    """Categorical over ``logits[..., A]`` with unavailable actions given probability 0."""
+
+    def __init__(self, logits: Tensor, avail: Tensor | None):
+        self.avail = avail
+        if avail is not None:
+            logits = logits.masked_fill(~avail, MASKED_LOGIT)
+        self.log_probs = torch.log_softmax(logits, dim=-1)
+
+    def sample(self, generator: torch.Generator | None = None) -> Tensor:
+        """Gumbel-max sampling: exact, and never picks a masked action while one is available."""
+        u = torch.rand(self.log_probs.shape, device=self.log_probs.device, generator=generator)
+        gumbel = -torch.log(-torch.log(u.clamp_(1e-20, 1.0 - 1e-7)))
+        action = (self.log_probs + gumbel).argmax(dim=-1)
+        self.check_available(action)
+        return action
+
+    def mode(self) -> Tensor:
+        action = self.log_probs.argmax(dim=-1)
+        self.check_available(action)
+        return action
+
+    def check_available(self, action: Tensor) -> None:
+        if self.avail is None:
+            return
+        ok = self.avail.gather(-1, action.unsqueeze(-1))
+        if not bool(ok.all()):
+            bad = (~ok.squeeze(-1)).nonzero()[0].tolist()
+            raise UnavailableActionError(
+                f"sampled action {int(action[tuple(bad)])} at index {bad} is not available: every "
+                "agent needs at least one available action (a dead agent must have no-op available)"
+            )
+
+    def log_prob(self, action: Tensor) -> Tensor:
+        return self.log_probs.gather(-1, action.long().unsqueeze(-1)).squeeze(-1)
+
+    def entropy(self) -> Tensor:
+        return -(self.log_probs.exp() * self.log_probs).sum(-1)
+
+    def probs(self) -> Tensor:
+        return self.log_probs.exp()
+
+
+class DiagGaussian:
+    """Diagonal Gaussian over ``mean[..., D]``; ``dims_mask`` marks real action dims.
+
+    ``log π(a) = Σ_d m_d · (-(a_d - μ_d)² / (2σ_d²) - log σ_d - ½ log 2π)`` — the product over
+    action dimensions ("action aggregation = prod", EQUATIONS.md), over real dims only.
+    """
+
+    def __init__(self, mean: Tensor, log_std: Tensor, dims_mask: Tensor | None):
+        self.mean = mean
+        self.log_std = log_std.expand_as(mean)
+        self.dims_mask = None if dims_mask is None else dims_mask.to(mean.dtype)
+
+    def _reduce(self, x: Tensor) -> Tensor:
+        if self.dims_mask is not None:
+            x = x * self.dims_mask
+        return x.sum(-1)
+
+    def sample(self, generator: torch.Generator | None = None) -> Tensor:
+        noise = torch.randn(self.mean.shape, device=self.mean.device, generator=generator)
+        return self.mean + noise * self.log_std.exp()
+
+    def mode(self) -> Tensor:
+        return self.mean
+
+    def log_prob(self, action: Tensor) -> Tensor:
+        z = (action - self.mean) * torch.exp(-self.log_std)
+        return self._reduce(-0.5 * z * z - self.log_std - _LOG_SQRT_2PI)
+
+    def entropy(self) -> Tensor:
+        return self._reduce(self.log_std + 0.5 + _LOG_SQRT_2PI)

@@ -1,0 +1,117 @@
+"""Grouped layers: one set of weights per agent group, run as one batched computation.
+
+Every tensor that flows through a model keeps the agent axis just before the features:
+``x[..., N, features]``. A grouped layer holds ``G`` weight sets, with ``G = 1`` (all agents share
+the weights) or ``G = N`` (agent ``i`` uses set ``i``). With ``G = N`` the weights are stacked and
+applied with one batched matmul, never a Python loop over agents. Each group's weights are their
+own ``nn.Parameter`` so that per-agent optimisers (HAPPO) and per-agent gradients (GRASP heads)
+can address one agent's parameters directly (:meth:`group_parameters`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+
+class GroupedModule(nn.Module):
+    """A module whose parameters are split into ``groups`` equal per-agent sets."""
+
+    groups: int
+
+    def group_parameters(self, group: int) -> list[nn.Parameter]:
+        """The parameters that belong to agent group ``group`` (for per-agent optimisers)."""
+        return [p for name, p in self.named_parameters() if name.split(".")[-1] == str(group)]
+
+
+def _stack(params: nn.ParameterList) -> Tensor:
+    return params[0].unsqueeze(0) if len(params) == 1 else torch.stack(tuple(params))
+
+
+class GroupedLinear(GroupedModule):
+    """``y[..., n, :] = x[..., n, :] @ W[g(n)] + b[g(n)]`` with orthogonal init of gain ``gain``."""
+
+    def __init__(self, groups: int, in_features: int, out_features: int, gain: float = math.sqrt(2)):
+        super().__init__()
+        self.groups, self.in_features, self.out_features = groups, in_features, out_features
+        weights = []
+        for _ in range(groups):
+            w = torch.empty(out_features, in_features)
+            nn.init.orthogonal_(w, gain=gain)
+            weights.append(nn.Parameter(w.t().contiguous()))
+        self.weight = nn.ParameterList(weights)
+        self.bias = nn.ParameterList([nn.Parameter(torch.zeros(out_features)) for _ in range(groups)])
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.groups == 1:
+            return torch.addmm(self.bias[0], x.reshape(-1, self.in_features), self.weight[0]).reshape(
+                *x.shape[:-1], self.out_features
+            )
+        n = x.shape[-2]
+        lead = x.shape[:-2]
+        xs = x.reshape(-1, n, self.in_features).transpose(0, 1)  # [N, B, in]
+        y = torch.baddbmm(_stack(self.bias).unsqueeze(1), xs, _stack(self.weight))  # [N, B, out]
+        return y.transpose(0, 1).reshape(*lead, n, self.out_features)
+
+
+class GroupedLayerNorm(GroupedModule):
+    """LayerNorm over the features with per-group affine parameters."""
+
+    def __init__(self, groups: int, features: int, eps: float = 1e-5):
+        super().__init__()
+        self.groups, self.features, self.eps = groups, features, eps
+        self.weight = nn.ParameterList([nn.Parameter(torch.ones(features)) for _ in range(groups)])
+        self.bias = nn.ParameterList([nn.Parameter(torch.zeros(features)) for _ in range(groups)])
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.groups == 1:
+            return F.layer_norm(x, (self.features,), self.weight[0], self.bias[0], self.eps)
+        return F.layer_norm(x, (self.features,), None, None, self.eps) * _stack(self.weight) + _stack(self.bias)
+
+
+class GroupedGRUCell(GroupedModule):
+    """GRU cell (PyTorch's gate equations) with per-group weights.
+
+    ``r = σ(x W_ir + h W_hr + b_r)``, ``z = σ(x W_iz + h W_hz + b_z)``,
+    ``n = tanh(x W_in + b_in + r ⊙ (h W_hn + b_hn))``, ``h' = (1 - z) ⊙ n + z ⊙ h``.
+    """
+
+    def __init__(self, groups: int, in_features: int, hidden: int):
+        super().__init__()
+        self.groups, self.hidden = groups, hidden
+        self.input_map = GroupedLinear(groups, in_features, 3 * hidden, gain=1.0)
+        self.hidden_map = GroupedLinear(groups, hidden, 3 * hidden, gain=1.0)
+
+    def step(self, gates_x: Tensor, h: Tensor) -> Tensor:
+        """One step given the precomputed input gates ``x W_i + b_i``."""
+        gates_h = self.hidden_map(h)
+        xr, xz, xn = gates_x.chunk(3, dim=-1)
+        hr, hz, hn = gates_h.chunk(3, dim=-1)
+        r = torch.sigmoid(xr + hr)
+        z = torch.sigmoid(xz + hz)
+        n = torch.tanh(xn + r * hn)
+        return n + z * (h - n)
+
+    def forward(self, x: Tensor, h: Tensor, starts: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Run over a sequence.
+
+        x: ``[L, B, N, in]``; h: ``[B, N, H]`` (state before step 0); starts: ``[L, B, N]`` or
+        ``[L, B, 1]``, 1 where an episode starts at that step (the hidden state is zeroed *before*
+        the step, so a chunk never carries memory across an episode boundary).
+        Returns outputs ``[L, B, N, H]`` and the final hidden state.
+        """
+        gates_x = self.input_map(x)
+        outs = []
+        for t in range(x.shape[0]):
+            if starts is not None:
+                h = h * (1.0 - starts[t].unsqueeze(-1))
+            h = self.step(gates_x[t], h)
+            outs.append(h)
+        return torch.stack(outs), h
+
+
+def activation(name: str) -> nn.Module:
+    return {"relu": nn.ReLU(), "tanh": nn.Tanh()}[name]

@@ -1,0 +1,47 @@
+"""The feature trunk shared by actors and critics: input LayerNorm → MLP → optional GRU."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from marlopt.config import ModelConfig
+from marlopt.models.layers import GroupedGRUCell, GroupedLayerNorm, GroupedLinear, activation
+
+
+class Trunk(nn.Module):
+    """``x[L, B, N, in] -> features[L, B, N, out]`` with ``groups`` weight sets (1 or N).
+
+    MAPPO's feature extractor: optional LayerNorm of the raw inputs ("feature normalisation"),
+    ``Linear → activation → LayerNorm`` per hidden layer (orthogonal init, gain √2), then a GRU
+    whose hidden state is zeroed at episode starts, followed by a LayerNorm.
+    """
+
+    def __init__(self, groups: int, in_features: int, cfg: ModelConfig):
+        super().__init__()
+        self.groups = groups
+        self.input_norm = GroupedLayerNorm(groups, in_features) if cfg.feature_norm else None
+        layers: list[nn.Module] = []
+        width = in_features
+        for size in cfg.hidden_sizes:
+            layers += [GroupedLinear(groups, width, size), activation(cfg.activation)]
+            if cfg.layer_norm:
+                layers.append(GroupedLayerNorm(groups, size))
+            width = size
+        self.mlp = nn.Sequential(*layers)
+        self.recurrent = cfg.recurrent
+        self.hidden_size = cfg.rnn_hidden if cfg.recurrent else 0
+        if cfg.recurrent:
+            self.gru = GroupedGRUCell(groups, width, cfg.rnn_hidden)
+            self.gru_norm = GroupedLayerNorm(groups, cfg.rnn_hidden)
+            width = cfg.rnn_hidden
+        self.out_features = width
+
+    def forward(self, x: Tensor, h: Tensor | None, starts: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        if self.input_norm is not None:
+            x = self.input_norm(x)
+        x = self.mlp(x)
+        if not self.recurrent:
+            return x, h
+        assert h is not None, "a recurrent trunk needs its hidden state"
+        out, h = self.gru(x, h, starts)
+        return self.gru_norm(out), h

@@ -1,0 +1,271 @@
+"""HATRPO's pure pieces: flat parameters/gradients, conjugate gradient, Fisher-vector products,
+the trust-region step size and the backtracking line search.
+
+The HATRPO update of agent ``i_m`` (HARL paper, eq. 8 and Algorithm 3 in appendix C.3; see also
+EQUATIONS.md, "HAPPO / HATRPO / HAA2C"):
+
+    g = grad_theta mean(r M)  at theta_old         (M: the sequential advantage factor x A)
+    H = Hessian of mean KL(pi_old(.|o) || pi_theta(.|o)) at theta_old   (the Fisher matrix)
+    x ~= H^{-1} g                                   (conjugate gradient, 10 iterations,
+                                                     on (H + damping I), damping 0.1)
+    beta = sqrt(2 delta / (x^T H x))                (full step meets the quadratic KL model = delta)
+    theta = theta_old + alpha^j beta x,  j = 0, 1, ...   (backtracking, alpha = 0.5 or 0.8)
+
+accepting the first ``j`` with mean KL <= delta, actual improvement > 0 and
+improvement / (alpha^j * expected improvement) > accept_ratio (0.5), where the expected
+improvement of the full step is ``g . (beta x)``; if none is accepted, ``theta_old`` is kept.
+
+Nothing here owns a module or an optimiser: ``params`` is any list of tensors (e.g.
+``list(actor.parameters())``); the caller builds the surrogate and KL with its own policy.
+Typical use::
+
+    params = list(actor.parameters())
+    g = flat_grad(surrogate, params, retain_graph=True)          # surrogate = mean(r * M)
+    fvp = make_fisher_vector_product(mean_kl, params, damping=0.1)
+    x = conjugate_gradient(fvp, g, iters=10)
+    Hx = fvp(x)
+    beta = trpo_step_size(x, Hx, kl_threshold)
+    full_step = beta * x
+    old = flat_params(params)
+    result = backtracking_line_search(params, old, full_step, float(g @ full_step),
+                                      evaluate, kl_threshold)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "flat_grad",
+    "flat_params",
+    "set_flat_params_",
+    "conjugate_gradient",
+    "make_fisher_vector_product",
+    "fisher_vector_product",
+    "trpo_step_size",
+    "LineSearchResult",
+    "backtracking_line_search",
+]
+
+
+def _as_list(params: Iterable[Tensor]) -> list[Tensor]:
+    return params if isinstance(params, list) else list(params)
+
+
+def _flatten(tensors: Sequence[Tensor | None], like: Sequence[Tensor]) -> Tensor:
+    """Concatenate flattened tensors, zeros (of the parameter's shape) where ``None``."""
+    return torch.cat(
+        [
+            (t if t is not None else torch.zeros_like(p)).reshape(-1)
+            for t, p in zip(tensors, like)
+        ]
+    )
+
+
+def flat_grad(
+    output: Tensor,
+    params: Iterable[Tensor],
+    retain_graph: bool = False,
+    create_graph: bool = False,
+) -> Tensor:
+    """Gradient of the scalar ``output`` w.r.t. ``params``, flattened and concatenated in the
+    order of ``params`` (zeros for parameters that ``output`` does not depend on)."""
+    params = _as_list(params)
+    grads = torch.autograd.grad(
+        output,
+        params,
+        retain_graph=retain_graph,
+        create_graph=create_graph,
+        allow_unused=True,
+    )
+    return _flatten(grads, params)
+
+
+def flat_params(params: Iterable[Tensor]) -> Tensor:
+    """A detached copy of ``params`` flattened and concatenated (always a new tensor)."""
+    return torch.cat([p.detach().reshape(-1) for p in _as_list(params)])
+
+
+def set_flat_params_(params: Iterable[Tensor], flat: Tensor) -> None:
+    """Copy ``flat`` (as produced by ``flat_params``) into ``params`` in place (no autograd).
+    Values are copied exactly (``copy_``, casting to each parameter's dtype)."""
+    params = _as_list(params)
+    total = sum(p.numel() for p in params)
+    if flat.numel() != total:
+        raise ValueError(f"flat has {flat.numel()} elements, params have {total}")
+    offset = 0
+    with torch.no_grad():
+        for p in params:
+            k = p.numel()
+            p.copy_(flat[offset : offset + k].view_as(p))
+            offset += k
+
+
+def conjugate_gradient(
+    Avp: Callable[[Tensor], Tensor],
+    b: Tensor,
+    iters: int = 10,
+    residual_tol: float = 1e-10,
+) -> Tensor:
+    """Solve ``A x = b`` for symmetric positive definite ``A`` given only ``v -> A v``.
+
+    Standard CG from ``x_0 = 0`` for at most ``iters`` iterations, stopping early once the
+    squared residual norm ``||b - A x||^2`` falls below ``residual_tol`` (the convention of the
+    TRPO/HARL reference code), or if a direction of non-positive curvature ``p^T A p <= 0``
+    appears (then the current iterate is returned). In exact arithmetic it solves an ``k x k``
+    system in ``k`` iterations."""
+    x = torch.zeros_like(b)
+    r = b.clone()
+    p = r.clone()
+    rr = torch.dot(r, r)
+    if float(rr) < residual_tol:
+        return x
+    for _ in range(iters):
+        Ap = Avp(p)
+        pAp = torch.dot(p, Ap)
+        if not float(pAp) > 0.0:
+            break
+        alpha = rr / pAp
+        x = x + alpha * p
+        r = r - alpha * Ap
+        new_rr = torch.dot(r, r)
+        if float(new_rr) < residual_tol:
+            break
+        p = r + (new_rr / rr) * p
+        rr = new_rr
+    return x
+
+
+def make_fisher_vector_product(
+    kl: Tensor, params: Iterable[Tensor], damping: float = 0.1
+) -> Callable[[Tensor], Tensor]:
+    """Return ``v -> (H + damping I) v`` with ``H`` the Hessian of the scalar ``kl`` (mean
+    ``KL(pi_old || pi_theta)``, ``pi_old`` detached) w.r.t. ``params``, by double backprop.
+
+    ``grad(kl)`` is built once with ``create_graph=True``; each call then costs one backward of
+    ``grad(kl) . v`` (``v`` treated as a constant), so the callable is cheap to use inside
+    ``conjugate_gradient``. The callable keeps the autograd graph of ``kl`` alive: drop it when
+    done. At ``theta = theta_old`` ``H`` is the Fisher information matrix of the policy."""
+    params = _as_list(params)
+    grads = torch.autograd.grad(kl, params, create_graph=True, allow_unused=True)
+    pairs = [(g, p) for g, p in zip(grads, params) if g is not None and g.requires_grad]
+    sizes = [p.numel() for p in params]
+    has_graph = [g is not None and g.requires_grad for g in grads]
+    flat_g = torch.cat([g.reshape(-1) for g, _ in pairs]) if pairs else None
+    active = [p for _, p in pairs]
+
+    def fvp(v: Tensor) -> Tensor:
+        v = v.detach()
+        out = damping * v
+        if flat_g is None:
+            return out
+        # the entries of v that belong to the parameters grad(kl) depends on
+        chunks = torch.split(v, sizes)
+        v_active = torch.cat([c for c, keep in zip(chunks, has_graph) if keep])
+        hv = torch.autograd.grad(
+            torch.dot(flat_g, v_active), active, retain_graph=True, allow_unused=True
+        )
+        hv_full: list[Tensor | None] = []
+        it = iter(hv)
+        for keep in has_graph:
+            hv_full.append(next(it) if keep else None)
+        return out + _flatten(hv_full, params)
+
+    return fvp
+
+
+def fisher_vector_product(
+    kl: Tensor, params: Iterable[Tensor], v: Tensor, damping: float = 0.1
+) -> Tensor:
+    """One-shot ``(H + damping I) v`` (see ``make_fisher_vector_product``; prefer that one when
+    several products with the same ``kl`` are needed, e.g. inside conjugate gradient)."""
+    return make_fisher_vector_product(kl, params, damping)(v)
+
+
+def trpo_step_size(x: Tensor, Hx: Tensor, kl_threshold: float) -> float:
+    """``beta = sqrt(2 delta / (x^T H x))``: the scale at which the quadratic KL model
+    ``1/2 (beta x)^T H (beta x)`` equals ``delta = kl_threshold`` (HARL eq. 8 / Algorithm 3).
+    ``Hx`` is ``H x`` (with or without the CG damping, the caller's choice; HARL uses the damped
+    product). Returns 0.0 when ``x^T H x`` is not positive and finite (no step)."""
+    shs = float(torch.dot(x.reshape(-1), Hx.reshape(-1)))
+    if not (shs > 0.0 and math.isfinite(shs)):
+        return 0.0
+    return math.sqrt(2.0 * kl_threshold / shs)
+
+
+class LineSearchResult(NamedTuple):
+    """Outcome of ``backtracking_line_search``.
+
+    accepted: whether a step was accepted (else the parameters were restored to ``old_flat``).
+    step_fraction: ``backtrack_coeff ** j`` of the accepted step, 0.0 if none.
+    kl, improvement: mean KL and surrogate improvement of the accepted step; 0.0 if none (the
+        parameters are then ``theta_old``).
+    iterations: number of candidate steps evaluated.
+    last_kl, last_improvement: values of the last candidate evaluated (diagnostics; NaN if none
+        was evaluated).
+    """
+
+    accepted: bool
+    step_fraction: float
+    kl: float
+    improvement: float
+    iterations: int
+    last_kl: float = math.nan
+    last_improvement: float = math.nan
+
+
+def backtracking_line_search(
+    params: Iterable[Tensor],
+    old_flat: Tensor,
+    full_step: Tensor,
+    expected_improve_rate: float,
+    evaluate: Callable[[], tuple[float, float]],
+    kl_threshold: float,
+    accept_ratio: float = 0.5,
+    backtrack_coeff: float = 0.8,
+    max_backtracks: int = 10,
+) -> LineSearchResult:
+    """HATRPO/TRPO backtracking line search on ``theta = theta_old + coeff^j * full_step``.
+
+    For ``j = 0 .. max_backtracks - 1``: set ``params`` to ``old_flat + coeff^j * full_step``,
+    call ``evaluate() -> (improvement, kl)`` (``improvement`` = new surrogate - old surrogate,
+    to be maximised; ``kl`` = mean ``KL(pi_old || pi_new)``; floats or 0-d tensors; called under
+    ``torch.no_grad()``) and accept the first step with
+
+        kl <= kl_threshold  and  improvement > 0  and
+        improvement / (expected_improve_rate * coeff^j) > accept_ratio,
+
+    where ``expected_improve_rate = g . full_step`` is the first-order improvement predicted
+    for the full step (a non-positive or non-finite expectation never accepts; NaN values never
+    accept). The accepted parameters are left in ``params``. If no step is accepted, ``params``
+    are restored bit-identically to ``old_flat`` (its values are copied back, not recomputed as
+    ``old + 0 * step``) and ``accepted=False`` is reported (HARL: "keep theta_old").
+    """
+    params = _as_list(params)
+    expected = float(expected_improve_rate)
+    last_kl = last_imp = math.nan
+    fraction = 1.0
+    j = 0
+    for j in range(max_backtracks):
+        with torch.no_grad():
+            set_flat_params_(params, old_flat + fraction * full_step)
+            improvement, kl = evaluate()
+        improvement, kl = float(improvement), float(kl)
+        last_kl, last_imp = kl, improvement
+        expected_j = expected * fraction
+        ratio_ok = (
+            expected_j > 0.0
+            and math.isfinite(expected_j)
+            and improvement / expected_j > accept_ratio
+        )
+        if kl <= kl_threshold and improvement > 0.0 and ratio_ok:
+            return LineSearchResult(True, fraction, kl, improvement, j + 1, kl, improvement)
+        fraction *= backtrack_coeff
+    set_flat_params_(params, old_flat)
+    iterations = max_backtracks if max_backtracks > 0 else 0
+    return LineSearchResult(False, 0.0, 0.0, 0.0, iterations, last_kl, last_imp)

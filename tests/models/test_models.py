@@ -1,0 +1,158 @@
+"""Actors and critics: sharing modes, batched per-agent weights, masking, chunked BPTT."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from marlopt.config import ModelConfig
+from marlopt.envs.base import EnvSpec
+from marlopt.models import Actor, Critic, MaskedCategorical, UnavailableActionError
+from marlopt.models.distributions import DiagGaussian
+from marlopt.models.layers import GroupedGRUCell, GroupedLinear
+
+SPEC = EnvSpec(n_agents=3, obs_dim=5, state_dim=7, n_actions=4, episode_limit=10)
+CONT = EnvSpec(n_agents=3, obs_dim=5, state_dim=7, n_actions=2, episode_limit=10, continuous=True,
+               action_low=(0.0, 0.0), action_high=(1.0, 1.0))
+
+
+def model_cfg(**kw) -> ModelConfig:
+    return ModelConfig(**{"hidden_sizes": [16], "rnn_hidden": 8, **kw})
+
+
+def test_grouped_linear_equals_per_agent_loop():
+    torch.manual_seed(0)
+    layer = GroupedLinear(3, 5, 4)
+    x = torch.randn(2, 6, 3, 5)
+    y = layer(x)
+    for i in range(3):
+        ref = x[..., i, :] @ layer.weight[i] + layer.bias[i]
+        torch.testing.assert_close(y[..., i, :], ref)
+
+
+def test_grouped_gru_matches_torch_gru_cell():
+    torch.manual_seed(0)
+    cell = GroupedGRUCell(1, 5, 8)
+    ref = torch.nn.GRUCell(5, 8)
+    w_ih, w_hh = cell.input_map.weight[0].t(), cell.hidden_map.weight[0].t()
+    with torch.no_grad():
+        ref.weight_ih.copy_(w_ih)
+        ref.weight_hh.copy_(w_hh)
+        ref.bias_ih.copy_(cell.input_map.bias[0])
+        ref.bias_hh.copy_(cell.hidden_map.bias[0])
+    x, h = torch.randn(4, 2, 1, 5), torch.randn(2, 1, 8)
+    out, _ = cell(x, h)
+    hr = h[:, 0]
+    for t in range(4):
+        hr = ref(x[t, :, 0], hr)
+        torch.testing.assert_close(out[t, :, 0], hr, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("sharing", ["shared", "separate", "hybrid"])
+def test_agent_parameters_touch_only_that_agent(sharing):
+    torch.manual_seed(0)
+    actor = Actor(SPEC, model_cfg(sharing=sharing))
+    obs = torch.randn(1, 4, 3, 5)
+    avail = torch.ones(1, 4, 3, 4, dtype=torch.bool)
+    actions = torch.randint(0, 4, (1, 4, 3))
+    h = actor.initial_hidden(4)
+    if sharing == "shared":
+        with pytest.raises(ValueError, match="separate or hybrid"):
+            actor.agent_parameters(0)
+        return
+    logp, _ = actor.evaluate(obs, avail, actions, h, None)
+    logp[..., 1].sum().backward()  # only agent 1's loss
+    own = {id(p) for p in actor.agent_parameters(1)}
+    for i in (0, 2):
+        for p in actor.agent_parameters(i):
+            assert p.grad is None or torch.all(p.grad == 0), "agent 1's loss moved another agent's parameters"
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in actor.parameters() if id(p) in own)
+
+
+def test_separate_actors_are_distinct_networks():
+    torch.manual_seed(0)
+    actor = Actor(SPEC, model_cfg(sharing="separate", recurrent=False))
+    obs = torch.randn(1, 2, 1, 5).expand(1, 2, 3, 5)  # the same observation for every agent
+    feats, _ = actor.features(obs, None, None)
+    assert not torch.allclose(feats[..., 0, :], feats[..., 1, :])
+
+
+def test_shared_actor_uses_agent_id():
+    actor = Actor(SPEC, model_cfg(sharing="shared", recurrent=False))
+    obs = torch.randn(1, 2, 1, 5).expand(1, 2, 3, 5)
+    feats, _ = actor.features(obs, None, None)
+    assert not torch.allclose(feats[..., 0, :], feats[..., 1, :])
+
+
+@pytest.mark.parametrize("sharing", ["shared", "separate", "hybrid"])
+def test_chunked_evaluate_equals_stepwise_act(sharing):
+    """BPTT over a chunk with an episode start inside reproduces the rollout's step-by-step pass."""
+    torch.manual_seed(1)
+    actor = Actor(SPEC, model_cfg(sharing=sharing))
+    L, B = 6, 2
+    obs = torch.randn(L, B, 3, 5)
+    avail = torch.rand(L, B, 3, 4) > 0.3
+    avail[..., 0] = True
+    starts = torch.zeros(L, B, 1)
+    starts[3, 0] = 1.0  # env 0 starts a new episode at step 3
+    h0 = torch.randn(B, 3, 8)
+    h = h0.clone()
+    acts, logps = [], []
+    for t in range(L):
+        h = h * (1 - starts[t]).unsqueeze(-1)
+        a, lp, h = actor.act(obs[t], avail[t], h)
+        acts.append(a)
+        logps.append(lp)
+    logp, ent = actor.evaluate(obs, avail, torch.stack(acts), h0, starts)
+    torch.testing.assert_close(logp, torch.stack(logps), atol=1e-5, rtol=1e-5)
+    assert torch.all(ent >= 0)
+
+
+def test_masked_categorical_never_samples_unavailable():
+    torch.manual_seed(0)
+    logits = torch.randn(2000, 6) * 5
+    avail = torch.rand(2000, 6) > 0.5
+    avail[torch.arange(2000), torch.randint(0, 6, (2000,))] = True
+    dist = MaskedCategorical(logits, avail)
+    a = dist.sample()
+    assert avail.gather(-1, a[:, None]).all()
+    assert torch.isfinite(dist.entropy()).all() and torch.isfinite(dist.log_prob(a)).all()
+    probs = dist.probs()
+    assert torch.all(probs[~avail] == 0)
+
+
+def test_masked_categorical_all_masked_row_is_finite_and_raises_on_sample():
+    dist = MaskedCategorical(torch.zeros(1, 3), torch.zeros(1, 3, dtype=torch.bool))
+    assert torch.isfinite(dist.log_probs).all()  # no NaN from an all -inf row
+    with pytest.raises(UnavailableActionError, match="not available"):
+        dist.sample()
+
+
+def test_gaussian_logprob_sums_real_dims_only():
+    mean, log_std = torch.zeros(1, 2, 3), torch.zeros(3)
+    mask = torch.tensor([[[True, True, False], [True, True, True]]])
+    dist = DiagGaussian(mean, log_std, mask)
+    a = torch.zeros(1, 2, 3)
+    ref = torch.distributions.Normal(0.0, 1.0).log_prob(torch.tensor(0.0))
+    torch.testing.assert_close(dist.log_prob(a), torch.stack([2 * ref, 3 * ref]).view(1, 2))
+
+
+def test_continuous_actor_samples_box_actions():
+    actor = Actor(CONT, model_cfg(sharing="hybrid", recurrent=False))
+    obs = torch.randn(4, 3, 5)
+    a, logp, _ = actor.act(obs, torch.ones(4, 3, 2, dtype=torch.bool), actor.initial_hidden(4))
+    assert a.shape == (4, 3, 2) and a.dtype == torch.float32 and logp.shape == (4, 3)
+
+
+def test_critic_runs_once_per_env_for_global_state_and_per_agent_otherwise():
+    critic = Critic(SPEC, model_cfg())
+    assert critic.rows == 1
+    v, h = critic.value(torch.randn(5, 1, 7), critic.initial_hidden(5))
+    assert v.shape == (5, 1) and h.shape == (5, 1, 8)
+    fp = EnvSpec(n_agents=3, obs_dim=5, state_dim=7, n_actions=4, episode_limit=10, state_per_agent=True)
+    critic = Critic(fp, model_cfg())
+    v, _ = critic.value(torch.randn(5, 3, 7), critic.initial_hidden(5))
+    assert v.shape == (5, 3)
+    with_id = Critic(SPEC, model_cfg(critic_agent_id=True))
+    v, _ = with_id.value(torch.randn(5, 1, 7), with_id.initial_hidden(5))
+    assert v.shape == (5, 3) and not torch.allclose(v[:, 0], v[:, 1])
