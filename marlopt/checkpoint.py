@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 LATEST = "latest.pt"
@@ -20,6 +21,33 @@ LATEST = "latest.pt"
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing or unreadable; the message says which file and what to do."""
+
+
+_NUMPY = "__numpy__"
+
+
+def encode_numpy(obj: Any) -> Any:
+    """Replace numpy arrays/scalars (not loadable with ``weights_only=True``) by tensors, recursively."""
+    if isinstance(obj, np.ndarray):
+        return {_NUMPY: torch.from_numpy(np.ascontiguousarray(obj)).clone(), "dtype": str(obj.dtype)}
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, dict):
+        return {k: encode_numpy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(encode_numpy(v) for v in obj)
+    return obj
+
+
+def decode_numpy(obj: Any) -> Any:
+    """Inverse of :func:`encode_numpy`."""
+    if isinstance(obj, dict):
+        if _NUMPY in obj:
+            return obj[_NUMPY].numpy().astype(obj["dtype"], copy=True)
+        return {k: decode_numpy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(decode_numpy(v) for v in obj)
+    return obj
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:

@@ -15,11 +15,14 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from marlopt.cli import check_choices, fail, load_run_config, parse_overrides
+from marlopt.cli import check_choices, compose, fail, load_run_config, parse_overrides
 from marlopt.config import ConfigError, TrainConfig, register_configs, to_objects
 
 #: Keys a resumed run may change; everything else comes from the saved config.
 RESUMABLE_CHANGES = ("total_steps", "device", "progress", "max_iterations", "torch_threads")
+
+
+MULTIRUN_FLAGS = {"-m", "--multirun"}
 
 
 def run_training(cfg: TrainConfig, run_dir: Path, resume: bool = False) -> str:
@@ -60,7 +63,7 @@ def _resume(argv: list[str]) -> None:
     if unknown:
         raise ConfigError(f"resume takes the run's saved config; only {', '.join(RESUMABLE_CHANGES)} may be "
                           f"changed (got {', '.join(unknown)})")
-    _, typed = load_run_config(run_dir, given)
+    _, typed = load_run_config(run_dir, {"max_iterations": "null", **given})  # per-call: not inherited
     run_training(typed, run_dir, resume=True)
 
 
@@ -73,8 +76,17 @@ def main(argv: list[str] | None = None) -> None:
             _resume(argv)
             return
         check_choices(argv)
+        if not MULTIRUN_FLAGS & set(argv):  # sweeps validate per job
+            to_objects(compose([a for a in argv if "=" in a and not a.lstrip("+~").startswith("hydra.")]))
     except (ConfigError, CheckpointError) as exc:
         fail(str(exc))
+    except Exception as exc:  # noqa: BLE001 - Hydra/OmegaConf composition errors: one line
+        if type(exc).__module__.split(".")[0] not in ("hydra", "omegaconf"):
+            raise
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        if exc.__cause__ is not None:
+            lines.append(str(exc.__cause__).splitlines()[0])
+        fail("; ".join(lines[:2]))
     register_configs()
     sys.argv = [sys.argv[0], *argv]
     hydra.main(config_path="configs", config_name="config", version_base="1.3")(_hydra_task)()

@@ -67,29 +67,29 @@ class MatrixGameEnv(MultiAgentEnv):
             agent_names=("agent_0", "agent_1"),
         )
         self._done = True
-
-    def _outputs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return (
-            np.ones((2, 1), dtype=np.float32),
-            np.ones((1, 1), dtype=np.float32),
-            np.ones((2, self.spec.n_actions), dtype=bool),
-        )
+        # Constant outputs, read-only so they can be shared between steps without copies.
+        self._obs = np.ones((2, 1), dtype=np.float32)
+        self._state = np.ones((1, 1), dtype=np.float32)
+        self._avail = np.ones((2, n_actions), dtype=bool)
+        self._active = np.ones(2, dtype=bool)
+        for array in (self._obs, self._state, self._avail, self._active):
+            array.setflags(write=False)
 
     def reset(self, seed: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         self._done = False
-        return self._outputs()
+        return self._obs, self._state, self._avail
 
     def step(self, actions: np.ndarray) -> StepResult:
         if self._done:
             raise RuntimeError("MatrixGameEnv.step called before reset() or after the episode ended")
-        acts = [int(a) for a in np.asarray(actions).reshape(-1)]
+        acts = np.asarray(actions).reshape(-1).tolist()
         n = self.spec.n_actions
-        if len(acts) != 2 or not all(0 <= a < n for a in acts):
+        if len(acts) != 2 or not all(float(a).is_integer() and 0 <= a < n for a in acts):
             raise ValueError(f"{self.map_name} needs 2 actions in 0..{n - 1}, got {acts}")
-        reward = float(self.payoff[acts[1], acts[0]])
+        reward = float(self.payoff[int(acts[1]), int(acts[0])])
         self._done = True
-        obs, state, avail = self._outputs()
-        return StepResult(obs, state, avail, reward, True, False, {"active": np.ones(2, dtype=bool)})
+        info = {"active": self._active}
+        return StepResult(self._obs, self._state, self._avail, reward, True, False, info)
 
 
 def make(map_name: str, continuous: bool = False, **options: Any) -> MatrixGameEnv:

@@ -200,7 +200,12 @@ class MPEEnv(MultiAgentEnv):
             else:
                 raw.current_actions = [acts[i, : sizes[i]] for i in range(len(sizes))]
         else:
-            acts = [int(a) for a in np.asarray(actions).reshape(-1)]
+            flat = np.asarray(actions).reshape(-1)
+            if flat.dtype.kind not in "iu":
+                if not np.all(np.mod(flat, 1) == 0):
+                    raise ValueError(f"discrete actions must be integers, got {flat}")
+                flat = flat.astype(np.int64)
+            acts = flat.tolist()  # python ints: mpe2 does action % 5, c[action] = 1 etc.
             if len(acts) != len(sizes):
                 raise ValueError(f"expected {len(sizes)} discrete actions, got {len(acts)}")
             for i, a in enumerate(acts):

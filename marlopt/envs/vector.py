@@ -5,10 +5,13 @@ Two modes, one behaviour (same seeds + same actions => bit-identical outputs):
 - ``mode="inproc"``: a Python loop over the envs in this process (no IPC; best for cheap envs or
   one core).
 - ``mode="subproc"``: ``n_workers`` processes started with the **spawn** context, each owning a
-  contiguous slice of the envs. One message per worker per step (its slice of the actions) and one
-  reply (its slice of every output, as stacked arrays). Workers import numpy and the env's own
-  modules only (never torch). Scripts that use it need the usual ``if __name__ == "__main__":``
-  guard of spawn.
+  contiguous slice of the envs. One message per worker per step (the raw bytes of its slice of the
+  actions) and one reply (one binary block holding its slice of every output; no pickling on the
+  step path). Workers import numpy and the env's own modules only (never torch). Scripts that use
+  it need the usual ``if __name__ == "__main__":`` guard of spawn.
+
+Actions are cast once, identically in both modes: discrete to int64 ``[E, N]``, continuous to
+float64 ``[E, N, A]``.
 
 Outputs of ``step(actions)`` (``VecStep``; E envs, N agents; S = ``spec.state_rows``):
 
@@ -98,15 +101,68 @@ class VecStep(NamedTuple):
     restarts: int  # total restarts so far
 
 
-_N_SLICE_FIELDS = 13  # VecStep fields without ``restarts``: what one group/worker returns
+# Per-env layout of the 13 array fields of VecStep (everything but ``restarts``).
+_F32, _BOOL, _I64 = np.dtype(np.float32), np.dtype(np.bool_), np.dtype(np.int64)
+_ZERO_FIELDS = (4, 5, 6, 7, 10, 11, 12)  # reward .. dropped, won, episode_return/length
+_N_FIELDS = 13
+
+
+def _fields(spec: EnvSpec) -> list[tuple[tuple[int, ...], np.dtype]]:
+    n, o, s, d, a = spec.n_agents, spec.obs_dim, spec.state_rows, spec.state_dim, spec.n_actions
+    return [
+        ((n, o), _F32), ((s, d), _F32), ((n, a), _BOOL), ((n,), _BOOL),  # obs state avail active
+        ((), _F32), ((), _BOOL), ((), _BOOL), ((), _BOOL),  # reward terminated truncated dropped
+        ((s, d), _F32), ((n,), _BOOL),  # final_state final_active
+        ((), _BOOL), ((), _F32), ((), _I64),  # won episode_return episode_length
+    ]  # fmt: skip
+
+
+def _action_layout(spec: EnvSpec) -> tuple[tuple[int, ...], np.dtype]:
+    if spec.continuous:
+        return (spec.n_agents, spec.n_actions), np.dtype(np.float64)
+    return (spec.n_agents,), _I64
+
+
+def _alloc(n: int, fields: list[tuple[tuple[int, ...], np.dtype]]) -> tuple[np.ndarray, ...]:
+    return tuple(np.empty((n, *shape), dtype) for shape, dtype in fields)
+
+
+# A worker's step reply is one binary block: 16 header bytes (b"K", then the worker's restart
+# count as int64 at offset 8), then each field of its slice, 8-byte aligned.
+_BLOCK_TAG = ord("K")
+_STEP_TAG = b"S"  # a step command: b"S" + the raw action bytes (pickles start with b"\x80")
+
+
+def _block(n: int, fields: list[tuple[tuple[int, ...], np.dtype]]) -> tuple[bytearray, np.ndarray, tuple[np.ndarray, ...]]:
+    """A reusable reply buffer and numpy views on it: (buffer, restarts[1], the 13 fields)."""
+    sizes = [n * int(np.prod(shape, dtype=np.int64)) * dtype.itemsize for shape, dtype in fields]
+    offsets, offset = [], 16
+    for size in sizes:
+        offsets.append(offset)
+        offset += (size + 7) // 8 * 8
+    buf = bytearray(offset)
+    buf[0] = _BLOCK_TAG
+    restarts = np.frombuffer(buf, dtype=np.int64, count=1, offset=8)
+    views = tuple(
+        np.frombuffer(buf, dtype=dtype, count=n * int(np.prod(shape, dtype=np.int64)), offset=off).reshape(n, *shape)
+        for (shape, dtype), off in zip(fields, offsets)
+    )
+    return buf, restarts, views
 
 
 class _GiveUp(RuntimeError):
     pass
 
 
+def _give_up_message(max_restarts: int, last_error: str) -> str:
+    return (
+        f"VectorEnv gave up: more than max_restarts={max_restarts} restarts "
+        f"(env rebuilds + worker respawns); last error:\n{last_error}"
+    )
+
+
 def _derive_seed(base: int | None, index: int, generation: int, serial: int) -> int:
-    """A fresh, deterministic seed for a restarted env (never equal to the base seed's stream)."""
+    """A fresh, deterministic seed for a restarted env (a stream other than the base seed's)."""
     entropy = [int(base or 0) % (2**63), index, generation, serial, 0x6D61726C]
     return int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint32)[0])
 
@@ -121,6 +177,7 @@ class _EnvGroup:
         first_index: int,
         max_restarts: int,
         generation: int = 0,
+        limit: int | None = None,
     ) -> None:
         self.env_fns = list(env_fns)
         self.envs: list[MultiAgentEnv] = []
@@ -138,31 +195,28 @@ class _EnvGroup:
                     f"env {first_index + i} has spec {env.spec}, env {first_index} has {self.spec}"
                 )
         self.n = len(self.envs)
+        self.fields = _fields(self.spec)
         self.first = first_index
         self.generation = generation
-        self.max_restarts = max_restarts
+        self.max_restarts = max_restarts  # this group's budget (the parent checks the total)
+        self.limit = max_restarts if limit is None else limit  # the VectorEnv's max_restarts
         self.restarts = 0
         self.last_error = ""
         self.seeds: list[int | None] = [None] * self.n
         self.serial = [0] * self.n
         self.ep_return = [0.0] * self.n
         self.ep_length = [0] * self.n
-        s = self.spec
-        self._shapes = (s.n_agents, s.obs_dim, s.state_rows, s.state_dim, s.n_actions)
 
     # -- crash handling -----------------------------------------------------------------------
     def _restart(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Rebuild env ``i`` after an exception (called from an ``except`` block)."""
+        """Rebuild env ``i`` after an exception (call it from the ``except`` block)."""
         self.last_error = traceback.format_exc()
-        last_line = self.last_error.strip().splitlines()[-1] if self.last_error.strip() else "?"
+        last_line = (self.last_error.strip().splitlines() or ["?"])[-1]
         log.warning("env %d crashed (%s); rebuilding it", self.first + i, last_line)
         while True:
             self.restarts += 1
             if self.restarts > self.max_restarts:
-                raise _GiveUp(
-                    f"VectorEnv gave up: more than max_restarts={self.max_restarts} env restarts; "
-                    f"last error:\n{self.last_error}"
-                )
+                raise _GiveUp(_give_up_message(self.limit, self.last_error))
             try:
                 self.envs[i].close()
             except Exception:  # noqa: BLE001 - a crashed simulator may fail to close
@@ -171,9 +225,10 @@ class _EnvGroup:
                 env = self.env_fns[i]()
                 self.envs[i] = env
                 self.serial[i] += 1
-                out = env.reset(_derive_seed(self.seeds[i], self.first + i, self.generation, self.serial[i]))
+                seed = _derive_seed(self.seeds[i], self.first + i, self.generation, self.serial[i])
+                out = env.reset(seed)
                 break
-            except Exception:  # noqa: BLE001 - retry (counted) until max_restarts
+            except Exception:  # noqa: BLE001 - retry (counted) until the budget is spent
                 self.last_error = traceback.format_exc()
         self.ep_return[i] = 0.0
         self.ep_length[i] = 0
@@ -184,10 +239,7 @@ class _EnvGroup:
         self, seeds: Sequence[int | None], derive: bool = False
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Reset every env with its seed (``derive``: with a seed derived from it, after a respawn)."""
-        n_agents, obs_dim, s_rows, s_dim, n_act = self._shapes
-        obs = np.empty((self.n, n_agents, obs_dim), dtype=np.float32)
-        state = np.empty((self.n, s_rows, s_dim), dtype=np.float32)
-        avail = np.empty((self.n, n_agents, n_act), dtype=bool)
+        obs, state, avail = _alloc(self.n, self.fields[:3])
         for i in range(self.n):
             self.seeds[i] = None if seeds[i] is None else int(seeds[i])  # type: ignore[arg-type]
             seed = self.seeds[i]
@@ -203,24 +255,16 @@ class _EnvGroup:
             self.ep_length[i] = 0
         return obs, state, avail
 
-    def step(self, actions: np.ndarray) -> tuple[np.ndarray, ...]:
-        n = self.n
-        n_agents, obs_dim, s_rows, s_dim, n_act = self._shapes
-        obs = np.empty((n, n_agents, obs_dim), dtype=np.float32)
-        state = np.empty((n, s_rows, s_dim), dtype=np.float32)
-        avail = np.empty((n, n_agents, n_act), dtype=bool)
-        active = np.empty((n, n_agents), dtype=bool)
-        reward = np.zeros(n, dtype=np.float32)
-        terminated = np.zeros(n, dtype=bool)
-        truncated = np.zeros(n, dtype=bool)
-        dropped = np.zeros(n, dtype=bool)
-        final_state = np.empty((n, s_rows, s_dim), dtype=np.float32)
-        final_active = np.empty((n, n_agents), dtype=bool)
-        won = np.zeros(n, dtype=bool)
-        episode_return = np.zeros(n, dtype=np.float32)
-        episode_length = np.zeros(n, dtype=np.int64)
+    def step(self, actions: np.ndarray, out: tuple[np.ndarray, ...] | None = None) -> tuple[np.ndarray, ...]:
+        """Step every env; fill ``out`` (the 13 VecStep arrays of this slice; fresh if None)."""
+        if out is None:
+            out = _alloc(self.n, self.fields)
+        for k in _ZERO_FIELDS:
+            out[k].fill(0)
+        (obs, state, avail, active, reward, terminated, truncated, dropped,
+         final_state, final_active, won, episode_return, episode_length) = out  # fmt: skip
         envs, ep_return, ep_length = self.envs, self.ep_return, self.ep_length
-        for i in range(n):
+        for i in range(self.n):
             env = envs[i]
             try:
                 r = env.step(actions[i])
@@ -253,10 +297,7 @@ class _EnvGroup:
                 ep_return[i] = ret
                 ep_length[i] = length
                 obs[i], state[i], avail[i], active[i] = r.obs, r.state, r.avail, alive
-        return (
-            obs, state, avail, active, reward, terminated, truncated, dropped,
-            final_state, final_active, won, episode_return, episode_length,
-        )  # fmt: skip
+        return out
 
     def get_state(self) -> tuple[list[bytes | None], list[float], list[int], list[int | None]]:
         return (
@@ -274,18 +315,15 @@ class _EnvGroup:
         seeds: Sequence[int | None],
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Restore pickled envs; reset the others. Returns (reset mask, obs, state, avail)."""
-        n_agents, obs_dim, s_rows, s_dim, n_act = self._shapes
         reset_mask = np.zeros(self.n, dtype=bool)
-        obs = np.zeros((self.n, n_agents, obs_dim), dtype=np.float32)
-        state = np.zeros((self.n, s_rows, s_dim), dtype=np.float32)
-        avail = np.zeros((self.n, n_agents, n_act), dtype=bool)
+        obs, state, avail = (np.zeros((self.n, *shape), dtype) for shape, dtype in self.fields[:3])
         for i in range(self.n):
             self.seeds[i] = seeds[i]
             env = None
             if blobs[i] is not None:
                 try:
                     env = pickle.loads(blobs[i])  # type: ignore[arg-type]
-                except Exception:  # noqa: BLE001 - unrestorable: reset it instead (warned)
+                except Exception:  # noqa: BLE001 - unrestorable here: reset it instead (warned)
                     log.warning("env %d could not be restored; resetting it\n%s",
                                 self.first + i, traceback.format_exc())  # fmt: skip
             if env is not None:
@@ -300,9 +338,8 @@ class _EnvGroup:
             reset_mask[i] = True
             self.serial[i] += 1
             try:
-                o, s, a = self.envs[i].reset(
-                    _derive_seed(seeds[i], self.first + i, self.generation, self.serial[i])
-                )
+                seed = _derive_seed(seeds[i], self.first + i, self.generation, self.serial[i])
+                o, s, a = self.envs[i].reset(seed)
             except Exception:  # noqa: BLE001
                 o, s, a = self._restart(i)
             obs[i], state[i], avail[i] = o, s, a
@@ -327,34 +364,47 @@ def _worker_main(
     first_index: int,
     max_restarts: int,
     generation: int,
+    limit: int,
 ) -> None:
-    """Entry point of a worker process. Protocol: (command, *args) -> ("ok", ...) | ("error", tb)."""
+    """Entry point of a worker process.
+
+    Step: ``b"S" + action bytes`` -> the binary block (see ``_block``). Other commands are pickled
+    ``(name, *args)`` -> ``("ok", ...)``. Any failure (a give-up included) -> ``("error", tb)``.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's business; it closes us
     try:
-        group = _EnvGroup(env_fns, first_index, max_restarts, generation)
+        group = _EnvGroup(env_fns, first_index, max_restarts, generation, limit)
     except BaseException:  # noqa: BLE001 - report any start-up failure to the parent
         try:
             conn.send(("error", traceback.format_exc()))
         finally:
             conn.close()
         return
+    act_shape, act_dtype = _action_layout(group.spec)
+    buf, restarts_view, views = _block(group.n, group.fields)
     conn.send(("ready", group.spec, os.getpid()))
     while True:
         try:
-            msg = conn.recv()
+            data = conn.recv_bytes()
         except (EOFError, OSError):  # parent gone
             break
-        cmd = msg[0]
         try:
-            if cmd == "step":
-                out = group.step(msg[1])
-                reply: tuple[Any, ...] = ("ok", out, group.restarts, group.last_error)
-            elif cmd == "reset":
-                reply = ("ok", group.reset(msg[1], derive=msg[2]), group.restarts, group.last_error)
+            if data[:1] == _STEP_TAG:
+                actions = np.frombuffer(data, dtype=act_dtype, offset=1).reshape(group.n, *act_shape)
+                group.step(actions, views)
+                restarts_view[0] = group.restarts
+                conn.send_bytes(buf)
+                continue
+            msg = pickle.loads(data)
+            cmd = msg[0]
+            if cmd == "reset":
+                reply: tuple[Any, ...] = ("ok", group.reset(msg[1], derive=msg[2]), group.restarts)
             elif cmd == "get_state":
                 reply = ("ok", group.get_state())
             elif cmd == "set_state":
-                reply = ("ok", group.set_state(*msg[1:]), group.restarts, group.last_error)
+                reply = ("ok", group.set_state(*msg[1:]), group.restarts)
+            elif cmd == "last_error":
+                reply = ("ok", group.last_error)
             elif cmd == "has_module":
                 reply = ("ok", msg[1] in sys.modules)
             elif cmd == "close":
@@ -387,17 +437,20 @@ class _Worker:
         self.pid: int | None = None
         self.generation = 0
         self.restarts_seen = 0  # env restarts its current process has reported
+        self.buf: bytearray | None = None  # the step reply block and views on it
+        self.restarts_view: np.ndarray | None = None
+        self.views: tuple[np.ndarray, ...] = ()
 
 
 def _stop_worker(w: _Worker, graceful: bool) -> None:
-    """Stop one worker: ask it to close (``graceful``, a ``close`` already sent), else kill it."""
+    """Stop one worker: wait for its reply to an already sent ``close`` (``graceful``), else kill."""
     proc, conn = w.proc, w.conn
     if proc is None:
         return
     if graceful:
         try:
             if conn.poll(5.0):
-                conn.recv()
+                conn.recv_bytes()
         except Exception:  # noqa: BLE001 - dead or broken: fall through to kill
             pass
         proc.join(timeout=5.0)
@@ -414,17 +467,16 @@ def _stop_worker(w: _Worker, graceful: bool) -> None:
 
 def _shutdown(workers: list[_Worker], groups: list[_EnvGroup]) -> None:
     """Close everything (also run at interpreter exit via ``weakref.finalize``)."""
-    closing = []
-    for w in workers:
-        if w.proc is None:
-            continue
+    live = [w for w in workers if w.proc is not None]
+    asked = []
+    for w in live:
         try:
             w.conn.send(("close",))
-            closing.append(True)
+            asked.append(True)
         except Exception:  # noqa: BLE001 - already dead
-            closing.append(False)
-    for w in [w for w in workers if w.proc is not None]:
-        _stop_worker(w, graceful=closing.pop(0))
+            asked.append(False)
+    for w, graceful in zip(live, asked):
+        _stop_worker(w, graceful)
     for g in groups:
         g.close()
 
@@ -439,10 +491,10 @@ class VectorEnv:
         env_fns: one zero-argument factory per env (``registry.env_fn(...)`` gives a picklable one;
             subproc mode pickles them to the workers).
         mode: ``"inproc"`` or ``"subproc"``.
-        n_workers: subproc only; default ``min(E, os.cpu_count())``; each worker owns a contiguous
+        n_workers: subproc only; default ``min(E, os.cpu_count())``; worker ``k`` owns a contiguous
             slice of the envs.
         step_timeout: subproc only; seconds a worker may take for one step before it is deemed hung,
-            killed and respawned (``None``: wait forever; a dead worker is still detected).
+            killed and respawned (``None``: wait forever; a dead worker is detected regardless).
         max_restarts: total env rebuilds + worker respawns tolerated before ``RuntimeError``.
     """
 
@@ -460,6 +512,8 @@ class VectorEnv:
             raise ValueError("VectorEnv needs at least one env_fn")
         if step_timeout is not None and step_timeout <= 0:
             raise ValueError(f"step_timeout must be positive or None, got {step_timeout}")
+        if n_workers is not None and n_workers < 1:
+            raise ValueError(f"n_workers must be >= 1, got {n_workers}")
         self.mode = mode
         self.num_envs = len(env_fns)
         self.max_restarts = int(max_restarts)
@@ -484,34 +538,31 @@ class VectorEnv:
             self.n_workers = 0
         else:
             self._ctx = mp.get_context("spawn")
-            n_workers = min(self.num_envs, n_workers or os.cpu_count() or 1)
-            if n_workers < 1:
-                raise ValueError(f"n_workers must be >= 1, got {n_workers}")
-            self.n_workers = n_workers
-            bounds = np.linspace(0, self.num_envs, n_workers + 1).round().astype(int)
-            for k in range(n_workers):
+            self.n_workers = min(self.num_envs, n_workers or os.cpu_count() or 1)
+            bounds = np.linspace(0, self.num_envs, self.n_workers + 1).round().astype(int)
+            for k in range(self.n_workers):
                 self._workers.append(_Worker(k, int(bounds[k]), int(bounds[k + 1])))
             try:
                 for w in self._workers:  # start them all, then wait: start-up runs in parallel
                     self._start(w)
                 specs = [self._await_ready(w) for w in self._workers]
+                for k, s in enumerate(specs[1:], start=1):
+                    if s != specs[0]:
+                        raise ValueError(f"worker {k} built envs with spec {s}, worker 0 with {specs[0]}")
             except _WorkerLost as err:
                 self.close()
                 raise RuntimeError(f"env worker failed to start: {err}") from err
             except BaseException:
                 self.close()
                 raise
-            for k, s in enumerate(specs[1:], start=1):
-                if s != specs[0]:
-                    self.close()
-                    raise ValueError(f"worker {k} built envs with spec {s}, worker 0 with {specs[0]}")
             self.spec = specs[0]
-        s = self.spec
-        self._shapes = (s.n_agents, s.obs_dim, s.state_rows, s.state_dim, s.n_actions)
+        self._fields = _fields(self.spec)
+        self._act_shape, self._act_dtype = _action_layout(self.spec)
 
     # ------------------------------------------------------------------ public API
     @property
     def restarts(self) -> int:
+        """Env rebuilds + worker respawns so far."""
         return self._restarts
 
     @property
@@ -529,17 +580,17 @@ class VectorEnv:
             obs, state, avail = self._group.reset(self._seeds)
             self._sync_inproc_restarts()
         else:
-            parts = self._broadcast(
+            replies = self._broadcast(
                 lambda w: ("reset", self._seeds[w.lo : w.hi], False), self._slow_timeout
             )
-            results = []
-            for w, msg in zip(self._workers, parts):
-                if msg is None:  # lost: respawned, already reset with derived seeds
-                    results.append(self._respawn(w))
+            parts = []
+            for w, msg in zip(self._workers, replies):
+                if msg is None:  # lost: respawned, reset with derived seeds
+                    parts.append(self._respawn(w))
                 else:
-                    self._account(w, msg[2], msg[3])
-                    results.append(msg[1])
-            obs, state, avail = (self._cat([r[k] for r in results]) for k in range(3))
+                    self._account(w, msg[2])
+                    parts.append(msg[1])
+            obs, state, avail = (self._cat([p[k] for p in parts]) for k in range(3))
         self._pending_dropped[:] = False
         active = np.ones((self.num_envs, self.spec.n_agents), dtype=bool)
         self._remember(obs, state, avail, active)
@@ -550,9 +601,11 @@ class VectorEnv:
         self._check_open()
         if self._last is None:
             raise RuntimeError("VectorEnv.step called before reset(seeds)")
-        actions = np.asarray(actions)
-        if actions.shape[0] != self.num_envs:
-            raise ValueError(f"actions must have {self.num_envs} rows, got shape {actions.shape}")
+        actions = np.ascontiguousarray(actions, dtype=self._act_dtype)
+        if actions.shape != (self.num_envs, *self._act_shape):
+            raise ValueError(
+                f"actions must have shape {(self.num_envs, *self._act_shape)}, got {actions.shape}"
+            )
         if self.mode == "inproc":
             out = self._group.step(actions)
             self._sync_inproc_restarts()
@@ -560,10 +613,10 @@ class VectorEnv:
             out = self._step_subproc(actions)
         if self._pending_dropped.any():  # envs reset behind the caller's back (get_state respawn)
             pend = self._pending_dropped
+            out[4][pend] = 0.0  # reward
             out[5][pend] = False  # terminated
             out[6][pend] = False  # truncated
             out[7][pend] = True  # dropped
-            out[4][pend] = 0.0
             pend[:] = False
         self._remember(out[0], out[1], out[2], out[3])
         return VecStep(*out, self._restarts)
@@ -577,8 +630,8 @@ class VectorEnv:
             blobs, ep_return, ep_length, seeds = self._group.get_state()
         else:
             blobs, ep_return, ep_length, seeds = [], [], [], []
-            parts = self._broadcast(lambda w: ("get_state",), self._slow_timeout)
-            for w, msg in zip(self._workers, parts):
+            replies = self._broadcast(lambda w: ("get_state",), self._slow_timeout)
+            for w, msg in zip(self._workers, replies):
                 while msg is None:  # lost: respawn (its envs restart: dropped next step), retry
                     o, s, a = self._respawn(w)
                     self._last.obs[w.lo : w.hi] = o
@@ -610,8 +663,8 @@ class VectorEnv:
     def set_state(self, state: dict[str, Any]) -> VecObs:
         """Restore a ``get_state()`` snapshot; returns the observations to continue from.
 
-        Envs saved as ``None`` (not picklable) are reset with a derived seed instead;
-        ``self.last_restore_reset[E]`` marks them.
+        Envs saved as ``None`` (not picklable, e.g. StarCraft II) are reset with a derived seed
+        instead; ``self.last_restore_reset[E]`` marks them (their partial episodes are lost).
         """
         self._check_open()
         if state.get("format") != _STATE_FORMAT:
@@ -628,20 +681,20 @@ class VectorEnv:
             mask, obs, st, avail = self._group.set_state(blobs, ep_ret, ep_len, seeds)
             self._sync_inproc_restarts()
         else:
-            parts = self._broadcast(
+            replies = self._broadcast(
                 lambda w: ("set_state", blobs[w.lo : w.hi], ep_ret[w.lo : w.hi],
                            ep_len[w.lo : w.hi], seeds[w.lo : w.hi]),
                 self._slow_timeout,
             )  # fmt: skip
-            results = []
-            for w, msg in zip(self._workers, parts):
+            parts = []
+            for w, msg in zip(self._workers, replies):
                 if msg is None:  # lost while restoring: its envs start over
                     o, s, a = self._respawn(w)
-                    results.append((np.ones(w.hi - w.lo, dtype=bool), o, s, a))
+                    parts.append((np.ones(w.hi - w.lo, dtype=bool), o, s, a))
                 else:
-                    self._account(w, msg[2], msg[3])
-                    results.append(msg[1])
-            mask, obs, st, avail = (self._cat([r[k] for r in results]) for k in range(4))
+                    self._account(w, msg[2])
+                    parts.append(msg[1])
+            mask, obs, st, avail = (self._cat([p[k] for p in parts]) for k in range(4))
         last_obs, last_state, last_avail, last_active = (np.array(x) for x in state["last"])
         last_obs[mask], last_state[mask], last_avail[mask] = obs[mask], st[mask], avail[mask]
         last_active[mask] = True
@@ -652,7 +705,7 @@ class VectorEnv:
         self._pending_dropped[:] = False
         self.last_restore_reset = mask.astype(bool)
         self._remember(last_obs, last_state, last_avail, last_active)
-        return VecObs(last_obs.copy(), last_state.copy(), last_avail.copy(), last_active.copy())
+        return VecObs(last_obs, last_state, last_avail, last_active)
 
     def workers_have_module(self, name: str) -> list[bool]:
         """Whether each worker process has imported module ``name`` (e.g. ``"torch"``)."""
@@ -692,10 +745,7 @@ class VectorEnv:
         self._restarts += 1
         self.last_error = reason
         if self._restarts > self.max_restarts:
-            raise RuntimeError(
-                f"VectorEnv gave up: more than max_restarts={self.max_restarts} restarts; "
-                f"last error:\n{reason}"
-            )
+            raise RuntimeError(_give_up_message(self.max_restarts, reason))
 
     def _sync_inproc_restarts(self) -> None:
         g = self._group
@@ -704,32 +754,30 @@ class VectorEnv:
             self.last_error = g.last_error
             g.restarts = 0
             if self._restarts > self.max_restarts:
-                raise RuntimeError(
-                    f"VectorEnv gave up: more than max_restarts={self.max_restarts} restarts; "
-                    f"last error:\n{g.last_error}"
-                )
+                raise RuntimeError(_give_up_message(self.max_restarts, g.last_error))
             g.max_restarts = max(0, self.max_restarts - self._restarts)  # the group's own budget
 
-    def _account(self, w: _Worker, worker_restarts: int, last_error: str) -> None:
-        """Add the env restarts a worker reported since its last reply."""
-        delta = worker_restarts - w.restarts_seen
+    def _account(self, w: _Worker, worker_restarts: int) -> None:
+        """Add the env restarts worker ``w`` reports beyond those already counted."""
+        delta = int(worker_restarts) - w.restarts_seen
         if delta:
-            w.restarts_seen = worker_restarts
+            w.restarts_seen = int(worker_restarts)
             self._restarts += delta
-            self.last_error = last_error
+            try:
+                self.last_error = self._request(w, ("last_error",), self._slow_timeout)[1]
+            except _WorkerLost as err:  # noticed again at the next command
+                self.last_error = str(err)
+            log.warning("env worker %d restarted %d env(s):\n%s", w.index, delta, self.last_error)
             if self._restarts > self.max_restarts:
-                raise RuntimeError(
-                    f"VectorEnv gave up: more than max_restarts={self.max_restarts} restarts; "
-                    f"last error:\n{last_error}"
-                )
+                raise RuntimeError(_give_up_message(self.max_restarts, self.last_error))
 
     # -- worker management ----------------------------------------------------------------
     def _start(self, w: _Worker) -> None:
         parent, child = self._ctx.Pipe(duplex=True)
+        budget = max(0, self.max_restarts - self._restarts)
         proc = self._ctx.Process(
             target=_worker_main,
-            args=(child, self._env_fns[w.lo : w.hi], w.lo,
-                  max(0, self.max_restarts - self._restarts), w.generation),  # fmt: skip
+            args=(child, self._env_fns[w.lo : w.hi], w.lo, budget, w.generation, self.max_restarts),
             name=f"marlopt-env-worker-{w.index}",
             daemon=True,
         )
@@ -741,6 +789,7 @@ class VectorEnv:
         msg = self._recv(w, self._deadline(self._slow_timeout), raise_worker_errors=False)
         if msg[0] != "ready":
             raise RuntimeError(f"env worker {w.index} failed to start:\n{msg[1]}")
+        w.buf, w.restarts_view, w.views = _block(w.hi - w.lo, _fields(msg[1]))
         return msg[1]
 
     def _respawn(self, w: _Worker) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -759,37 +808,59 @@ class VectorEnv:
                     raise _WorkerLost(f"respawned env worker {w.index} failed to start:\n{msg[1]}")
                 w.conn.send(("reset", self._seeds[w.lo : w.hi], True))
                 msg = self._recv(w, deadline)
-                self._account(w, msg[2], msg[3])
+                self._account(w, msg[2])
                 return msg[1]
             except (_WorkerLost, OSError) as err:
                 self._count_restart(f"respawning env worker {w.index} failed: {err}")
 
-    def _deadline(self, timeout: float | None) -> float | None:
+    @staticmethod
+    def _deadline(timeout: float | None) -> float | None:
         return None if timeout is None else time.monotonic() + timeout
 
+    def _wait(self, w: _Worker, deadline: float | None) -> None:
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        if not w.conn.poll(timeout):
+            raise _WorkerLost(f"env worker {w.index} (pid {w.pid}) did not answer in time")
+
+    def _lost(self, w: _Worker, err: BaseException) -> _WorkerLost:
+        code = w.proc.exitcode if w.proc is not None else None
+        return _WorkerLost(f"env worker {w.index} (pid {w.pid}) died (exit code {code}): {err!r}")
+
     def _recv(self, w: _Worker, deadline: float | None, raise_worker_errors: bool = True) -> tuple:
+        """Receive one pickled reply (raises ``_WorkerLost`` if the worker died or timed out)."""
         try:
-            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if not w.conn.poll(timeout):
-                raise _WorkerLost(f"env worker {w.index} (pid {w.pid}) did not answer in time")
+            self._wait(w, deadline)
             msg = w.conn.recv()
         except _WorkerLost:
             raise
         except Exception as err:  # noqa: BLE001 - EOF / broken pipe / truncated message
-            code = w.proc.exitcode if w.proc is not None else None
-            raise _WorkerLost(
-                f"env worker {w.index} (pid {w.pid}) died (exit code {code}): {err!r}"
-            ) from err
+            raise self._lost(w, err) from err
         if raise_worker_errors and msg[0] == "error":
             raise RuntimeError(f"env worker {w.index} failed:\n{msg[1]}")
         return msg
+
+    def _recv_step(self, w: _Worker, deadline: float | None) -> None:
+        """Receive one step block into ``w.buf`` (raises ``_WorkerLost``/``RuntimeError``)."""
+        try:
+            self._wait(w, deadline)
+            n = w.conn.recv_bytes_into(w.buf)
+        except _WorkerLost:
+            raise
+        except mp.BufferTooShort as err:  # a pickled error longer than the block
+            msg = pickle.loads(err.args[0])
+            raise RuntimeError(f"env worker {w.index} failed:\n{msg[1]}") from None
+        except Exception as err:  # noqa: BLE001
+            raise self._lost(w, err) from err
+        if w.buf[0] != _BLOCK_TAG:  # a pickled error shorter than the block
+            msg = pickle.loads(bytes(w.buf[:n]))
+            raise RuntimeError(f"env worker {w.index} failed:\n{msg[1]}")
 
     def _request(self, w: _Worker, msg: tuple, timeout: float | None) -> tuple:
         """Send one command to one worker and wait for its answer (raises ``_WorkerLost``)."""
         try:
             w.conn.send(msg)
         except (OSError, ValueError) as err:
-            raise _WorkerLost(f"env worker {w.index} (pid {w.pid}): {err!r}") from err
+            raise self._lost(w, err) from err
         return self._recv(w, self._deadline(timeout))
 
     def _broadcast(self, make_msg: Callable[[_Worker], tuple], timeout: float | None) -> list:
@@ -798,44 +869,59 @@ class VectorEnv:
         for w in self._workers:
             try:
                 w.conn.send(make_msg(w))
-                sent.append(True)
-            except (OSError, ValueError):
-                sent.append(False)
+                sent.append(None)
+            except (OSError, ValueError) as err:
+                sent.append(self._lost(w, err))
         deadline = self._deadline(timeout)
         replies: list = []
-        reasons: list[str] = []
-        for w, ok in zip(self._workers, sent):
-            if not ok:
-                replies.append(None)
-                reasons.append(f"env worker {w.index} (pid {w.pid}): broken pipe")
-                continue
+        losses: list[_WorkerLost] = []
+        for w, err in zip(self._workers, sent):
             try:
+                if err is not None:
+                    raise err
                 replies.append(self._recv(w, deadline))
-            except _WorkerLost as err:
+            except _WorkerLost as lost:
                 replies.append(None)
-                reasons.append(str(err))
-        for reason in reasons:  # after collecting everyone, so a slow respawn delays nobody
-            log.warning("%s; respawning it", reason)
-            self._count_restart(reason)
+                losses.append(lost)
+        for lost in losses:  # after collecting everyone, so a slow respawn delays nobody
+            log.warning("%s; respawning it", lost)
+            self._count_restart(str(lost))
         return replies
 
     def _step_subproc(self, actions: np.ndarray) -> list[np.ndarray]:
-        parts = self._broadcast(lambda w: ("step", actions[w.lo : w.hi]), self.step_timeout)
-        slices = []
-        n_agents, _, s_rows, s_dim, _ = self._shapes
-        for w, msg in zip(self._workers, parts):
-            if msg is not None:
-                self._account(w, msg[2], msg[3])
-                slices.append(msg[1])
-                continue
-            obs, state, avail = self._respawn(w)  # lost: all its envs dropped
-            n = w.hi - w.lo
-            slices.append((
+        workers = self._workers
+        sent: list[_WorkerLost | None] = []
+        for w in workers:
+            try:
+                w.conn.send_bytes(_STEP_TAG + actions[w.lo : w.hi].tobytes())
+                sent.append(None)
+            except (OSError, ValueError) as err:
+                sent.append(self._lost(w, err))
+        deadline = self._deadline(self.step_timeout)
+        lost: list[tuple[_Worker, _WorkerLost]] = []
+        for w, err in zip(workers, sent):
+            try:
+                if err is not None:
+                    raise err
+                self._recv_step(w, deadline)
+            except _WorkerLost as e:
+                lost.append((w, e))
+        parts: dict[int, tuple[np.ndarray, ...]] = {}
+        for w, err in lost:  # after collecting everyone, so a slow respawn delays nobody
+            log.warning("%s; respawning it (its envs are dropped)", err)
+            self._count_restart(str(err))
+            obs, state, avail = self._respawn(w)
+            n, n_agents = w.hi - w.lo, self.spec.n_agents
+            parts[w.index] = (
                 obs, state, avail, np.ones((n, n_agents), dtype=bool),
                 np.zeros(n, dtype=np.float32), np.zeros(n, dtype=bool), np.zeros(n, dtype=bool),
-                np.ones(n, dtype=bool), state.copy(), np.ones((n, n_agents), dtype=bool),
+                np.zeros(n, dtype=bool), state.copy(), np.ones((n, n_agents), dtype=bool),
                 np.zeros(n, dtype=bool), np.zeros(n, dtype=np.float32), np.zeros(n, dtype=np.int64),
-            ))  # fmt: skip
-        if len(slices) == 1:
-            return list(slices[0])
-        return [np.concatenate([s[k] for s in slices]) for k in range(_N_SLICE_FIELDS)]
+            )  # fmt: skip
+        for w in workers:
+            if w.index not in parts:
+                self._account(w, w.restarts_view[0])
+                parts[w.index] = w.views
+        if len(workers) == 1:
+            return [np.array(x) for x in parts[0]]  # copy: the block is reused
+        return [np.concatenate([parts[w.index][k] for w in workers]) for k in range(_N_FIELDS)]

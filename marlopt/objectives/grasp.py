@@ -130,8 +130,10 @@ def _wolfe(P: np.ndarray, tol: float) -> np.ndarray:
     A = P + 1.0  # Gram matrix of the points (1, g_i)
 
     # Starting corral: the whole set when affinely independent (Cholesky pivots of A bounded
-    # away from 0), else the vertex of the shortest gradient (lowest index on ties).
-    S = np.array([int(np.argmin(np.diag(P)))])
+    # away from 0), else the vertex of the shortest gradient; ties (to tol: BLAS rounding can
+    # make equal rows' norms differ in the last bit) go to the lowest index.
+    diag = P.diagonal()
+    S = np.array([int(np.argmax(diag <= diag.min() + tol))])
     lam = np.ones(1)
     try:
         if float(np.diag(np.linalg.cholesky(A)).min()) ** 2 > _FULL_START_PIVOT:
@@ -336,7 +338,7 @@ def min_norm_coefficients_cvxpy(
         kwargs: dict[str, Any] = {}
         if solver is None and "CLARABEL" in cp.installed_solvers():
             solver = "CLARABEL"
-            kwargs = dict(tol_gap_abs=1e-12, tol_gap_rel=1e-12, tol_feas=1e-12)
+            kwargs = dict(tol_gap_abs=1e-10, tol_gap_rel=1e-10, tol_feas=1e-10)
         prob.solve(solver=solver, **kwargs)
         if prob.status not in ("optimal", "optimal_inaccurate") or cvar.value is None:
             raise RuntimeError(f"cvxpy failed to solve the min-norm QP: status {prob.status}")

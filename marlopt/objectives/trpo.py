@@ -250,7 +250,6 @@ def backtracking_line_search(
     expected = float(expected_improve_rate)
     last_kl = last_imp = math.nan
     fraction = 1.0
-    j = 0
     for j in range(max_backtracks):
         with torch.no_grad():
             set_flat_params_(params, old_flat + fraction * full_step)
@@ -267,5 +266,4 @@ def backtracking_line_search(
             return LineSearchResult(True, fraction, kl, improvement, j + 1, kl, improvement)
         fraction *= backtrack_coeff
     set_flat_params_(params, old_flat)
-    iterations = max_backtracks if max_backtracks > 0 else 0
-    return LineSearchResult(False, 0.0, 0.0, 0.0, iterations, last_kl, last_imp)
+    return LineSearchResult(False, 0.0, 0.0, 0.0, max(max_backtracks, 0), last_kl, last_imp)

@@ -22,7 +22,7 @@ def huber(x: Tensor, delta: float | None) -> Tensor:
     if delta is None:
         return 0.5 * x**2
     ax = x.abs()
-    return torch.where(ax <= delta, 0.5 * x**2, delta * ax)
+    return torch.where(ax <= delta, 0.5 * x**2, delta * (ax - 0.5 * delta))
 
 
 def value_loss(

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from marlopt.algos.registry import build_rule
 from marlopt.buffers import RolloutBuffer
-from marlopt.checkpoint import LATEST, checkpoint_dir, save_checkpoint
+from marlopt.checkpoint import LATEST, checkpoint_dir, decode_numpy, encode_numpy, save_checkpoint
 from marlopt.config import TrainConfig
 from marlopt.envs import VectorEnv, env_fn
 from marlopt.evaluation import evaluate_policy
@@ -256,7 +256,7 @@ class OnPolicyRunner:
         save_checkpoint(path, {
             "rule": self.rule.state_dict(),
             "rng": rng_state(),
-            "envs": self.envs.get_state(),
+            "envs": encode_numpy(self.envs.get_state()),
             "carry": {k: v.clone() for k, v in self.carry.items() if v is not None},
             "counters": {"frames": self.frames, "iteration": self.iteration, "episodes": self.episodes,
                          "next_save": self._next_save, "next_latest": self._next_latest,
@@ -266,7 +266,7 @@ class OnPolicyRunner:
     def _load(self, payload: dict[str, Any]) -> None:
         self.rule.load_state_dict(payload["rule"])
         self._refresh_rollout_nets()
-        self.envs.set_state(payload["envs"])
+        self.envs.set_state(decode_numpy(payload["envs"]))
         self.carry = {k: v.clone() for k, v in payload["carry"].items()}
         self.carry.setdefault("h_actor", None)
         self.carry.setdefault("h_critic", None)

@@ -126,10 +126,8 @@ def test_barrier_gradient_grows_without_bound_as_ratio_vanishes(a, tg):
     grads = [_dj_dr(r, a, **kw) for r in rs]
     assert all(g2 > g1 > 0 for g1, g2 in zip(grads, grads[1:]))
     assert grads[-1] >= 0.5 * lam / rs[-1] ** 2  # ~ lambda / r^2: unbounded
-    losses = [
-        mars_loss(torch.tensor([math.log(r)], dtype=F64), torch.zeros(1, dtype=F64), torch.tensor([a], dtype=F64), **kw).item()
-        for r in rs
-    ]
+    zero, adv = torch.zeros(1, dtype=F64), torch.tensor([a], dtype=F64)
+    losses = [mars_loss(torch.tensor([math.log(r)], dtype=F64), zero, adv, **kw).item() for r in rs]
     assert all(l2 > l1 for l1, l2 in zip(losses, losses[1:]))
     assert losses[-1] >= 0.5 * lam / rs[-1]
 

@@ -1,0 +1,292 @@
+"""VectorEnv: inproc == subproc, auto-reset bookkeeping, crash restarts, exact checkpoint resume."""
+
+from __future__ import annotations
+
+import functools
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+
+from marlopt.envs import VecStep, VectorEnv, env_fn
+from tests.envs.faulty_env import ToyEnv
+
+E = 4
+MODES = ["inproc", "subproc"]
+FIELDS = VecStep._fields
+
+
+def toy_fns(n=E, special=None, **kw):
+    """n ToyEnv factories; ``special`` = {index: extra kwargs} for faulty ones."""
+    special = special or {}
+    return [functools.partial(ToyEnv, **{**kw, **special.get(i, {})}) for i in range(n)]
+
+
+def make_vec(fns, mode, **kw):
+    if mode == "subproc":
+        kw.setdefault("n_workers", 2)
+    return VectorEnv(fns, mode=mode, **kw)
+
+
+def random_actions(spec, steps, seed=0, n=E):
+    rng = np.random.default_rng(seed)
+    if spec.continuous:
+        return rng.uniform(0, 1, size=(steps, n, spec.n_agents, spec.n_actions))
+    return rng.integers(spec.n_actions, size=(steps, n, spec.n_agents))
+
+
+def rollout(vec, actions):
+    return [vec.step(a) for a in actions]
+
+
+def assert_same(a, b):
+    for x, y in zip(a, b, strict=True):
+        for name, u, v in zip(x._fields, x, y, strict=True):
+            assert np.array_equal(u, v), name
+
+
+# --------------------------------------------------------------------------- equivalence
+def test_inproc_and_subproc_trajectories_are_identical_and_match_single_envs():
+    fns = toy_fns()
+    acts = random_actions(ToyEnv().spec, 40)
+    results = {}
+    for mode in MODES:
+        with make_vec(fns, mode) as vec:
+            results[mode] = (vec.reset([10, 11, 12, 13]), rollout(vec, acts))
+    assert_same([results["inproc"][0]], [results["subproc"][0]])
+    assert_same(results["inproc"][1], results["subproc"][1])
+
+    # Reference: the same envs stepped one by one, reset(None) after each episode.
+    steps = results["inproc"][1]
+    envs = [fn() for fn in fns]
+    first = [env.reset(s) for env, s in zip(envs, [10, 11, 12, 13])]
+    assert np.array_equal(results["inproc"][0].obs, np.stack([f[0] for f in first]))
+    ret, length, ended = [0.0] * E, [0] * E, 0
+    for t, out in enumerate(steps):
+        assert out.reward.dtype == np.float32 and out.obs.dtype == np.float32
+        for i, env in enumerate(envs):
+            r = env.step(acts[t, i])
+            ret[i] += r.reward
+            length[i] += 1
+            assert out.reward[i] == np.float32(r.reward)
+            assert out.terminated[i] == r.terminated and out.truncated[i] == r.truncated
+            assert not out.dropped[i]
+            assert np.array_equal(out.final_state[i], r.state)  # the state at the last step
+            assert np.array_equal(out.final_active[i], r.info["active"])
+            if r.terminated or r.truncated:
+                ended += 1
+                assert out.won[i] == r.info["won"]
+                assert out.episode_length[i] == length[i]
+                assert out.episode_return[i] == pytest.approx(ret[i], rel=1e-6)
+                ret[i], length[i] = 0.0, 0
+                obs, state, avail = env.reset(None)
+                assert out.active[i].all()
+            else:
+                obs, state, avail = r.obs, r.state, r.avail
+                assert np.array_equal(out.active[i], r.info["active"])
+                assert out.episode_length[i] == 0 and out.episode_return[i] == 0
+            assert np.array_equal(out.obs[i], obs) and np.array_equal(out.state[i], state)
+            assert np.array_equal(out.avail[i], avail)
+    assert ended >= 10  # both terminations and truncations happened
+    assert any(s.terminated.any() for s in steps) and any(s.truncated.any() for s in steps)
+    assert any((~s.final_active).any() for s in steps)  # agents died on the way
+
+
+@pytest.mark.parametrize("map_name, continuous", [("simple_spread", False), ("simple_speaker_listener", True)])
+def test_mpe_inproc_equals_subproc(map_name, continuous):
+    fns = [env_fn("mpe", map_name, {"continuous": continuous, "max_cycles": 6})] * E
+    results = []
+    for mode in MODES:
+        with make_vec(fns, mode) as vec:
+            vec.reset([0, 1, 2, 3])
+            results.append(rollout(vec, random_actions(vec.spec, 14, seed=3)))
+    assert_same(results[0], results[1])
+    assert results[0][5].truncated.all() and results[0][11].truncated.all()
+    assert (results[0][5].episode_length == 6).all()
+    ret = sum(s.reward.astype(np.float64) for s in results[0][:6])
+    np.testing.assert_allclose(results[0][5].episode_return, ret, rtol=1e-5)
+
+
+def test_argument_checks():
+    vec = VectorEnv(toy_fns(2))
+    with pytest.raises(RuntimeError, match="before reset"):
+        vec.step(np.zeros((2, 3), np.int64))
+    with pytest.raises(ValueError, match="seeds"):
+        vec.reset([1])
+    vec.reset([1, 2])
+    with pytest.raises(ValueError, match="shape"):
+        vec.step(np.zeros((3, 3), np.int64))
+    vec.close()
+    vec.close()  # idempotent
+    with pytest.raises(RuntimeError, match="closed"):
+        vec.reset([1, 2])
+    with pytest.raises(ValueError, match="mode"):
+        VectorEnv(toy_fns(2), mode="threads")
+
+
+# --------------------------------------------------------------------------- crashes
+@pytest.mark.parametrize("mode", MODES)
+def test_exception_in_step_restarts_the_env_and_drops_the_step(mode, tmp_path):
+    spec = ToyEnv().spec
+    acts = random_actions(spec, 6)
+    with make_vec(toy_fns(), mode) as clean:
+        clean.reset([0, 1, 2, 3])
+        reference = rollout(clean, acts)
+    faulty = {1: {"fail": "raise", "fail_at": 3, "once_path": str(tmp_path / "once")}}
+    with make_vec(toy_fns(special=faulty), mode) as vec:
+        vec.reset([0, 1, 2, 3])
+        out = rollout(vec, acts)
+    crashed = out[2]  # the env's third step raised
+    assert crashed.dropped.tolist() == [False, True, False, False]
+    assert not crashed.terminated[1] and not crashed.truncated[1] and crashed.reward[1] == 0
+    assert crashed.restarts == 1 and out[-1].restarts == 1 and out[1].restarts == 0
+    assert crashed.obs[1, :, 4].max() == 0  # obs[..., 4] is the time step: a fresh episode
+    assert crashed.active[1].all()
+    assert not any(s.dropped.any() for k, s in enumerate(out) if k != 2)
+    for i in (0, 2, 3):  # the others never noticed
+        for a, b in zip(out, reference):
+            assert np.array_equal(a.obs[i], b.obs[i]) and a.reward[i] == b.reward[i]
+    # the restarted env uses a seed derived from its own, not the original stream
+    assert not np.array_equal(crashed.obs[1], reference[2].obs[1])
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_exception_in_auto_reset_keeps_the_finished_episode(mode, tmp_path):
+    faulty = {0: {"fail": "raise_reset", "fail_at": 2, "once_path": str(tmp_path / "once")}}
+    with make_vec(toy_fns(special=faulty), mode) as vec:
+        vec.reset([5, 6, 7, 8])
+        out = rollout(vec, random_actions(vec.spec, 3))
+    s = out[1]
+    assert s.terminated[0] or s.truncated[0]  # the episode ended normally ...
+    assert not s.dropped[0] and s.restarts == 1  # ... the crash in its reset was absorbed
+    assert s.obs[0, :, 4].max() == 0
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_gives_up_after_max_restarts(mode):
+    with make_vec(toy_fns(special={2: {"fail": "raise", "fail_at": 1}}), mode, max_restarts=2) as vec:
+        vec.reset([0, 1, 2, 3])
+        acts = random_actions(vec.spec, 3)
+        assert vec.step(acts[0]).restarts == 1  # every rebuilt env fails at its first step again
+        assert vec.step(acts[1]).restarts == 2
+        with pytest.raises(RuntimeError, match="gave up.*max_restarts=2"):
+            vec.step(acts[2])
+
+
+def _dead(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_killed_worker_is_respawned_and_its_envs_dropped():
+    with make_vec(toy_fns(), "subproc") as vec:
+        vec.reset([0, 1, 2, 3])
+        acts = random_actions(vec.spec, 8)
+        for k in range(3):
+            vec.step(acts[k])
+        pids = vec.worker_pids
+        os.kill(pids[0], signal.SIGKILL)
+        out = vec.step(acts[3])
+        assert out.dropped.tolist() == [True, True, False, False]
+        assert not (out.terminated[:2] | out.truncated[:2]).any() and out.restarts == 1
+        assert out.obs[:2, :, 4].max() == 0  # fresh episodes
+        new = vec.worker_pids
+        assert new[0] != pids[0] and new[1] == pids[1]
+        for k in range(4, 8):  # the run goes on
+            assert not vec.step(acts[k]).dropped.any()
+
+
+def test_worker_that_dies_inside_env_step_is_respawned(tmp_path):
+    faulty = {3: {"fail": "exit", "fail_at": 2, "once_path": str(tmp_path / "once")}}
+    with make_vec(toy_fns(special=faulty), "subproc") as vec:
+        vec.reset([0, 1, 2, 3])
+        out = rollout(vec, random_actions(vec.spec, 3))
+    assert out[1].dropped.tolist() == [False, False, True, True] and out[1].restarts == 1
+    assert not out[2].dropped.any()
+
+
+def test_hung_worker_is_respawned_after_step_timeout(tmp_path):
+    faulty = {0: {"fail": "hang", "fail_at": 2, "once_path": str(tmp_path / "once")}}
+    with make_vec(toy_fns(special=faulty), "subproc", step_timeout=1.5) as vec:
+        vec.reset([0, 1, 2, 3])
+        acts = random_actions(vec.spec, 4)
+        vec.step(acts[0])
+        old = vec.worker_pids[0]
+        start = time.monotonic()
+        out = vec.step(acts[1])
+        assert time.monotonic() - start >= 1.5
+        assert out.dropped.tolist() == [True, True, False, False] and out.restarts == 1
+        assert vec.worker_pids[0] != old
+        assert not vec.step(acts[2]).dropped.any()
+    assert _dead(old)
+
+
+# --------------------------------------------------------------------------- checkpoints
+@pytest.mark.parametrize(
+    "save_mode, load_mode", [("inproc", "inproc"), ("subproc", "subproc"), ("subproc", "inproc")]
+)
+@pytest.mark.parametrize("env", ["toy", "mpe"])
+def test_get_set_state_reproduces_the_future(env, save_mode, load_mode):
+    if env == "toy":
+        fns = toy_fns()
+    else:
+        fns = [env_fn("mpe", "simple_spread", {"max_cycles": 5, "continuous": True})] * E
+    with make_vec(fns, save_mode) as vec:
+        vec.reset([3, 4, 5, 6])
+        acts = random_actions(vec.spec, 16, seed=9)
+        before = rollout(vec, acts[:4])
+        snapshot = vec.get_state()
+        future = rollout(vec, acts[4:])
+    assert any(s.truncated.any() or s.terminated.any() for s in future)  # crosses auto-resets
+    with make_vec(fns, load_mode) as other:
+        other.reset([0, 0, 0, 0])  # a different trajectory, replaced by the snapshot
+        other.step(acts[0])
+        restored = other.set_state(snapshot)
+        assert not other.last_restore_reset.any()
+        for a, b in zip(restored, before[-1][:4]):  # continue from the same observations
+            assert np.array_equal(a, b)
+        replay = rollout(other, acts[4:])
+    for a, b in zip(future, replay):
+        for name, u, v in zip(FIELDS, a, b):
+            if name != "restarts":
+                assert np.array_equal(u, v), name
+
+
+class _NoStateToy(ToyEnv):
+    def get_state(self):
+        return None
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_unpicklable_envs_are_reset_on_restore(mode):
+    fns = [functools.partial(_NoStateToy) if i == 2 else functools.partial(ToyEnv) for i in range(E)]
+    with make_vec(fns, mode) as vec:
+        vec.reset([1, 2, 3, 4])
+        acts = random_actions(vec.spec, 3)
+        rollout(vec, acts[:2])
+        snap = vec.get_state()
+        assert snap["envs"][2] is None and all(isinstance(b, bytes) for i, b in enumerate(snap["envs"]) if i != 2)
+        restored = vec.set_state(snap)
+        assert vec.last_restore_reset.tolist() == [False, False, True, False]
+        assert restored.obs[2, :, 4].max() == 0 and restored.active[2].all()
+        assert np.array_equal(restored.obs[0], snap["last"][0][0])
+
+
+def test_worker_does_not_import_torch():
+    with make_vec(toy_fns(), "subproc") as vec:
+        assert vec.workers_have_module("numpy") == [True, True]  # the probe works ...
+        assert vec.workers_have_module("torch") == [False, False]  # ... and torch is absent
+
+
+def test_close_stops_the_workers():
+    vec = make_vec(toy_fns(), "subproc")
+    pids = vec.worker_pids
+    assert len(pids) == 2 and not any(_dead(p) for p in pids)
+    vec.close()
+    vec.close()
+    assert all(_dead(p) for p in pids)

@@ -1,0 +1,150 @@
+"""The command line: outputs of a run, bad-input errors, resume, signals, evaluate."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from marlopt.cli import choices
+from marlopt.train import main
+from tests.helpers import REPO, read_metrics, run_cli
+
+# Small MPE run: 2 envs, rollout 30 (episodes of 25 cross iteration boundaries), GRU chunks of 10.
+SMALL = ["env=mpe", "map=simple_spread", "n_envs=2", "rollout_length=30", "total_steps=360", "progress=false",
+         "eval_episodes=2", "latest_interval=60", "save_interval=120"]
+
+
+def _error_line(capsys, argv: list[str]) -> str:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("marlopt: error: ")
+    return err[0]
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["algo=nope"], "unknown algo 'nope'; valid choices: " + ", ".join(choices("algo"))),
+        (["env=nope"], "unknown env 'nope'; valid choices: games, mpe"),
+        (["map=MMM9"], "unknown map 'MMM9'"),
+        (["env=games", "map=simple_spread"], "map 'simple_spread' belongs to env=mpe, not env=games"),
+        (["map=gpvd_matrix"], "use env=games map=gpvd_matrix"),
+        (["env=games"], "valid maps for env=games: gpvd_matrix, harl_example1"),
+        (["algo.lr=-0.1"], "algo.lr: must be > 0"),
+        (["n_envs=0"], "n_envs: must be > 0"),
+        (["rollout_length=25"], "rollout_length: must be a multiple of model.data_chunk_length=10"),
+        (["model.sharing=some"], "model.sharing: must be one of shared, separate, hybrid"),
+        (["algo.lrr=1"], "Could not override 'algo.lrr'"),
+        (["device=gpu"], "device: must be cpu, cuda, cuda:N or auto"),
+        (["-m", "algo=mappo,nope"], "unknown algo 'nope'"),
+    ],
+)
+def test_bad_input_fails_early_with_one_line(capsys, tmp_path, monkeypatch, argv, expected):
+    monkeypatch.chdir(tmp_path)
+    assert expected in _error_line(capsys, argv)
+    assert list(tmp_path.iterdir()) == [], "a rejected command must not create a run directory"
+
+
+def test_run_directory_has_every_output(tmp_path):
+    run = tmp_path / "run"
+    run_cli("marlopt.train", *SMALL, f"hydra.run.dir={run}", cwd=tmp_path)
+    assert (run / ".hydra" / "config.yaml").is_file() and (run / ".hydra" / "overrides.yaml").is_file()
+    rows = read_metrics(run, drop_time=False)
+    assert [r["step"] for r in rows[:-1]] == [60 * i for i in range(1, 7)]
+    assert all("time/fps" in r and "train/return_mean" in r for r in rows[1:-1])
+    assert rows[-1]["step"] == 360 and "eval/return_mean" in rows[-1]
+    versions = json.loads((run / "versions.json").read_text())
+    assert versions["packages"]["torch"] == torch.__version__.split("+")[0] or versions["packages"]["torch"]
+    assert {"python", "marlopt_commit", "packages"} <= set(versions) and "mpe2" in versions["packages"]
+    ckpts = sorted(p.name for p in (run / "checkpoints").glob("*.pt"))
+    assert ckpts == ["latest.pt", "step_120.pt", "step_240.pt", "step_360.pt"]
+    assert not list((run / "checkpoints").glob(".*tmp*")), "temporary checkpoint files left behind"
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run / "tb"))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"train/return_mean", "eval/return_mean", "time/fps", "ratio/max"} <= tags
+    assert [e.step for e in acc.Scalars("train/return_mean")] == [r["step"] for r in rows if "train/return_mean" in r]
+
+    out = run_cli("marlopt.evaluate", f"run={run}", "episodes=4", cwd=tmp_path)
+    assert "over 4 episodes" in out.stdout
+    saved = json.loads((run / "eval" / "latest.json").read_text())
+    assert saved["episodes"] == 4 and saved["frames"] == 360
+    out2 = run_cli("marlopt.evaluate", f"run={run}", "episodes=4", "checkpoint=step_120", cwd=tmp_path)
+    assert "at 120 frames" in out2.stdout
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+    """An interrupted run (subprocess workers) resumed from its checkpoint logs exactly what an
+    uninterrupted run (in-process envs) logs: models, optimisers, ValueNorm, RNGs, env states
+    mid-episode, hidden states and counters are all restored."""
+    full, part = tmp_path / "full", tmp_path / "part"
+    run_cli("marlopt.train", *SMALL, "env.vector=inproc", f"hydra.run.dir={full}", cwd=tmp_path)
+    run_cli("marlopt.train", *SMALL, "env.vector=subproc", "max_iterations=2", f"hydra.run.dir={part}", cwd=tmp_path)
+    assert [r["step"] for r in read_metrics(part)] == [60, 120]
+    # a log line written after the last checkpoint must not survive the resume
+    with open(part / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"step": 180, "train/return_mean": 0.0}) + "\n")
+    run_cli("marlopt.train", f"resume={part}", "max_iterations=1", cwd=tmp_path)
+    run_cli("marlopt.train", f"resume={part}", cwd=tmp_path)
+    assert read_metrics(part) == read_metrics(full)
+
+
+def test_same_seed_same_metrics_and_other_seed_differs(tmp_path):
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    base = [*SMALL, "total_steps=120", "env.vector=inproc"]
+    run_cli("marlopt.train", *base, f"hydra.run.dir={a}", cwd=tmp_path)
+    run_cli("marlopt.train", *base, f"hydra.run.dir={b}", cwd=tmp_path)
+    run_cli("marlopt.train", *base, "seed=1", f"hydra.run.dir={c}", cwd=tmp_path)
+    assert read_metrics(a) == read_metrics(b)
+    assert read_metrics(a) != read_metrics(c)
+
+
+def test_resume_rejects_config_changes_and_missing_runs(capsys, tmp_path):
+    line = _error_line(capsys, [f"resume={tmp_path}"])
+    assert "not a marlopt run directory" in line
+    line = _error_line(capsys, [f"resume={tmp_path}", "algo.lr=1"])
+    assert "only total_steps" in line
+
+
+def test_sigterm_saves_a_checkpoint_then_resume_finishes(tmp_path):
+    run = tmp_path / "run"
+    args = [sys.executable, "-m", "marlopt.train", *SMALL, "total_steps=1e7", "latest_interval=1e7",
+            "save_interval=1e7", f"hydra.run.dir={run}"]
+    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={"PYTHONPATH": str(REPO), **__import__("os").environ})
+    deadline = time.time() + 120
+    while time.time() < deadline and not ((run / "metrics.jsonl").is_file() and (run / "metrics.jsonl").read_text()):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "stopped by SIGTERM" in err and f"resume={run}" in err
+    payload = torch.load(run / "checkpoints" / "latest.pt", weights_only=True)
+    frames = payload["counters"]["frames"]
+    assert frames > 0 and read_metrics(run)[-1]["step"] == frames
+    run_cli("marlopt.train", f"resume={run}", f"total_steps={frames + 60}", cwd=tmp_path)
+    assert read_metrics(run)[-1]["step"] == frames + 60
+
+
+def test_corrupt_checkpoint_is_reported_and_kept(capsys, tmp_path):
+    run = tmp_path / "run"
+    run_cli("marlopt.train", *SMALL, "total_steps=120", f"hydra.run.dir={run}", cwd=tmp_path)
+    latest = run / "checkpoints" / "latest.pt"
+    latest.write_bytes(b"not a checkpoint")
+    line = _error_line(capsys, [f"resume={run}"])
+    assert "corrupt or incompatible checkpoint" in line and "step_120" in line
+    assert latest.read_bytes() == b"not a checkpoint", "the bad file must be left for inspection"
+    proc = run_cli("marlopt.evaluate", f"run={run}", "checkpoint=step_999", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "available: latest, step_120" in proc.stderr
