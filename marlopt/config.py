@@ -126,6 +126,52 @@ class PPOConfig(OnPolicyConfig):
 
 
 @dataclass
+class SPOConfig(OnPolicyConfig):
+    """MASPO: ``L = -(r A - |A|/(2ε) (r-1)²)``; with ``rho_plus``/``rho_minus`` the asymmetric
+    ablation whose quadratic coefficient ``|A|/(2|ρ-1|)`` puts the optimum at ``ρ±``."""
+
+    objective: str = "spo"
+    eps: float = 0.2
+    rho_plus: Optional[float] = None
+    rho_minus: Optional[float] = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _positive(self.eps, "algo.eps")
+        _require((self.rho_plus is None) == (self.rho_minus is None), "algo.rho_plus",
+                 "set both rho_plus and rho_minus (asymmetric MASPO) or neither")
+        _check_targets(self.rho_plus, self.rho_minus)
+
+
+@dataclass
+class MARSConfig(OnPolicyConfig):
+    """MARS: ``L = -(r A - λ (r + 1/r - 2))`` with λ placing the optimum at the target ratio.
+
+    ``targets``: ``independent`` (``rho_plus``, ``rho_minus``; ``rho_minus: null`` = 1/rho_plus),
+    ``multiplicative`` (``ρ- = 1/ρ+``), ``additive`` (``ρ± = 1 ± eps``).
+    """
+
+    objective: str = "mars"
+    targets: str = "independent"
+    rho_plus: float = 1.2
+    rho_minus: Optional[float] = None
+    eps: float = 0.2
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _one_of(self.targets, ("independent", "multiplicative", "additive"), "algo.targets")
+        _require(0 < self.eps < 1, "algo.eps", f"must be in (0, 1) (got {self.eps})")
+        _check_targets(self.rho_plus, self.rho_minus)
+
+
+def _check_targets(rho_plus: Optional[float], rho_minus: Optional[float]) -> None:
+    if rho_plus is not None:
+        _require(rho_plus > 1, "algo.rho_plus", f"must be > 1 (got {rho_plus})")
+    if rho_minus is not None:
+        _require(0 < rho_minus < 1, "algo.rho_minus", f"must be in (0, 1) (got {rho_minus})")
+
+
+@dataclass
 class EnvConfig:
     """Which env and map, and how the vector env runs. Map YAMLs fill ``map_name``/``map_env``."""
 
@@ -210,7 +256,7 @@ def register_configs() -> None:
 
 
 #: Algorithm schemas by the name their YAML's defaults list uses (``<name>_schema``).
-ALGO_SCHEMAS: dict[str, type] = {"ppo": PPOConfig}
+ALGO_SCHEMAS: dict[str, type] = {"ppo": PPOConfig, "spo": SPOConfig, "mars": MARSConfig}
 
 
 def to_objects(cfg: DictConfig) -> TrainConfig:

@@ -14,7 +14,14 @@ from typing import Any
 from torch import Tensor
 
 from marlopt.algos.base import Chunks, OnPolicyRule, clip_and_step
-from marlopt.objectives import ppo_clip_loss, ratio_diagnostics
+from marlopt.objectives import (
+    additive_targets,
+    mars_loss,
+    multiplicative_targets,
+    ppo_clip_loss,
+    ratio_diagnostics,
+    spo_loss,
+)
 
 #: ``loss_fn(logp, logp_old, adv, mask) -> scalar`` and the nominal ratio region ``(low, high)``.
 ObjectiveFn = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
@@ -31,8 +38,39 @@ def clip_objective(cfg: Any) -> tuple[ObjectiveFn, tuple[float, float]]:
     return loss, (1.0 - low, 1.0 + high)
 
 
+def spo_objective(cfg: Any) -> tuple[ObjectiveFn, tuple[float, float]]:
+    """MASPO (optimum at ``1 ± eps``) or its asymmetric ablation (optimum at ``rho±``)."""
+
+    def loss(logp: Tensor, logp_old: Tensor, adv: Tensor, mask: Tensor) -> Tensor:
+        return spo_loss(logp, logp_old, adv, eps=cfg.eps, mask=mask, rho_plus=cfg.rho_plus, rho_minus=cfg.rho_minus)
+
+    if cfg.rho_plus is not None:
+        return loss, (cfg.rho_minus, cfg.rho_plus)
+    return loss, (1.0 - cfg.eps, 1.0 + cfg.eps)
+
+
+def mars_targets(cfg: Any) -> tuple[float, float]:
+    """``(ρ+, ρ-)`` for the three MARS target parameterisations (EQUATIONS.md, MARS)."""
+    if cfg.targets == "additive":
+        return additive_targets(cfg.eps)
+    if cfg.targets == "multiplicative" or cfg.rho_minus is None:
+        return multiplicative_targets(cfg.rho_plus)
+    return cfg.rho_plus, cfg.rho_minus
+
+
+def mars_objective(cfg: Any) -> tuple[ObjectiveFn, tuple[float, float]]:
+    rho_plus, rho_minus = mars_targets(cfg)
+
+    def loss(logp: Tensor, logp_old: Tensor, adv: Tensor, mask: Tensor) -> Tensor:
+        return mars_loss(logp, logp_old, adv, rho_plus=rho_plus, rho_minus=rho_minus, mask=mask)
+
+    return loss, (rho_minus, rho_plus)
+
+
 ACTOR_OBJECTIVES: dict[str, Callable[[Any], tuple[ObjectiveFn, tuple[float, float]]]] = {
     "clip": clip_objective,
+    "spo": spo_objective,
+    "mars": mars_objective,
 }
 
 

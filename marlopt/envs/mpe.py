@@ -189,7 +189,8 @@ class MPEEnv(MultiAgentEnv):
         raw = self._raw
         sizes = self._act_sizes
         if self._continuous:
-            acts = np.clip(np.asarray(actions, dtype=np.float32), self._low, self._high)
+            # Clip like PettingZoo's ClipOutOfBoundsWrapper (float32 bounds; the dtype is kept).
+            acts = np.clip(np.asarray(actions), self._low, self._high)
             if acts.shape != (self.spec.n_agents, self.spec.n_actions):
                 raise ValueError(
                     f"continuous actions must have shape {(self.spec.n_agents, self.spec.n_actions)}, "

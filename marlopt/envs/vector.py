@@ -437,6 +437,7 @@ class _Worker:
         self.pid: int | None = None
         self.generation = 0
         self.restarts_seen = 0  # env restarts its current process has reported
+        self.awaiting = False  # a reply is owed (still True if the parent was interrupted)
         self.buf: bytearray | None = None  # the step reply block and views on it
         self.restarts_view: np.ndarray | None = None
         self.views: tuple[np.ndarray, ...] = ()
@@ -527,6 +528,7 @@ class VectorEnv:
         self._pending_dropped = np.zeros(self.num_envs, dtype=bool)
         self.last_restore_reset = np.zeros(self.num_envs, dtype=bool)
         self._closed = False
+        self._busy = False  # True while a command runs: still True if it was interrupted
         self._workers: list[_Worker] = []
         self._groups: list[_EnvGroup] = []
         self._finalizer = weakref.finalize(self, _shutdown, self._workers, self._groups)
@@ -576,6 +578,7 @@ class VectorEnv:
         if len(seeds) != self.num_envs:
             raise ValueError(f"reset needs {self.num_envs} seeds, got {len(seeds)}")
         self._seeds = [None if s is None else int(s) for s in seeds]
+        self._busy = True
         if self.mode == "inproc":
             obs, state, avail = self._group.reset(self._seeds)
             self._sync_inproc_restarts()
@@ -594,6 +597,7 @@ class VectorEnv:
         self._pending_dropped[:] = False
         active = np.ones((self.num_envs, self.spec.n_agents), dtype=bool)
         self._remember(obs, state, avail, active)
+        self._busy = False
         return VecObs(obs, state, avail, active)
 
     def step(self, actions: np.ndarray) -> VecStep:
@@ -606,6 +610,7 @@ class VectorEnv:
             raise ValueError(
                 f"actions must have shape {(self.num_envs, *self._act_shape)}, got {actions.shape}"
             )
+        self._busy = True
         if self.mode == "inproc":
             out = self._group.step(actions)
             self._sync_inproc_restarts()
@@ -619,6 +624,7 @@ class VectorEnv:
             out[7][pend] = True  # dropped
             pend[:] = False
         self._remember(out[0], out[1], out[2], out[3])
+        self._busy = False
         return VecStep(*out, self._restarts)
 
     def get_state(self) -> dict[str, Any]:
@@ -626,6 +632,7 @@ class VectorEnv:
         self._check_open()
         if self._last is None:
             raise RuntimeError("VectorEnv.get_state called before reset(seeds)")
+        self._busy = True
         if self.mode == "inproc":
             blobs, ep_return, ep_length, seeds = self._group.get_state()
         else:
@@ -648,6 +655,7 @@ class VectorEnv:
                 ep_return += r
                 ep_length += length
                 seeds += sd
+        self._busy = False
         return {
             "format": _STATE_FORMAT,
             "num_envs": self.num_envs,
@@ -677,6 +685,7 @@ class VectorEnv:
             state["envs"], state["episode_return"], state["episode_length"], state["seeds"],
         )  # fmt: skip
         restarts_before = self._restarts
+        self._busy = True
         if self.mode == "inproc":
             mask, obs, st, avail = self._group.set_state(blobs, ep_ret, ep_len, seeds)
             self._sync_inproc_restarts()
@@ -705,6 +714,7 @@ class VectorEnv:
         self._pending_dropped[:] = False
         self.last_restore_reset = mask.astype(bool)
         self._remember(last_obs, last_state, last_avail, last_active)
+        self._busy = False
         return VecObs(last_obs, last_state, last_avail, last_active)
 
     def workers_have_module(self, name: str) -> list[bool]:
@@ -730,8 +740,32 @@ class VectorEnv:
 
     # ------------------------------------------------------------------ internals
     def _check_open(self) -> None:
+        """Called first by every command: refuse if closed; recover from an interrupted command.
+
+        A command interrupted half-way (KeyboardInterrupt) leaves envs stepped that the caller
+        never saw and, in subproc mode, replies in the pipes: drain those, and mark every env
+        dropped at the next step (the caller's in-flight episodes have a gap).
+        """
         if self._closed:
             raise RuntimeError("VectorEnv is closed")
+        if not self._busy:
+            return
+        for w in self._workers:
+            if w.awaiting:
+                try:
+                    self._wait(w, self._deadline(self._slow_timeout))
+                    w.conn.recv_bytes()
+                    w.awaiting = False
+                except Exception as err:  # noqa: BLE001 - lost meanwhile: start it over
+                    self._count_restart(f"env worker {w.index} lost: {err!r}")
+                    o, s, a = self._respawn(w)
+                    if self._last is not None:
+                        self._last.obs[w.lo : w.hi] = o
+                        self._last.state[w.lo : w.hi] = s
+                        self._last.avail[w.lo : w.hi] = a
+                        self._last.active[w.lo : w.hi] = True
+        self._pending_dropped[:] = True
+        self._busy = False
 
     def _remember(self, obs: np.ndarray, state: np.ndarray, avail: np.ndarray, active: np.ndarray) -> None:
         # Private copies: callers may modify what they get; checkpoints need the true values.
@@ -783,7 +817,7 @@ class VectorEnv:
         )
         proc.start()
         child.close()  # so that the worker's death reads as EOF here
-        w.proc, w.conn, w.pid, w.restarts_seen = proc, parent, proc.pid, 0
+        w.proc, w.conn, w.pid, w.restarts_seen, w.awaiting = proc, parent, proc.pid, 0, False
 
     def _await_ready(self, w: _Worker) -> EnvSpec:
         msg = self._recv(w, self._deadline(self._slow_timeout), raise_worker_errors=False)
@@ -807,6 +841,7 @@ class VectorEnv:
                 if msg[0] != "ready":
                     raise _WorkerLost(f"respawned env worker {w.index} failed to start:\n{msg[1]}")
                 w.conn.send(("reset", self._seeds[w.lo : w.hi], True))
+                w.awaiting = True
                 msg = self._recv(w, deadline)
                 self._account(w, msg[2])
                 return msg[1]
@@ -823,7 +858,10 @@ class VectorEnv:
             raise _WorkerLost(f"env worker {w.index} (pid {w.pid}) did not answer in time")
 
     def _lost(self, w: _Worker, err: BaseException) -> _WorkerLost:
-        code = w.proc.exitcode if w.proc is not None else None
+        code = None
+        if w.proc is not None:
+            w.proc.join(timeout=0.2)  # its pipe broke: it is exiting; report how
+            code = w.proc.exitcode
         return _WorkerLost(f"env worker {w.index} (pid {w.pid}) died (exit code {code}): {err!r}")
 
     def _recv(self, w: _Worker, deadline: float | None, raise_worker_errors: bool = True) -> tuple:
@@ -831,6 +869,7 @@ class VectorEnv:
         try:
             self._wait(w, deadline)
             msg = w.conn.recv()
+            w.awaiting = False
         except _WorkerLost:
             raise
         except Exception as err:  # noqa: BLE001 - EOF / broken pipe / truncated message
@@ -843,6 +882,7 @@ class VectorEnv:
         """Receive one step block into ``w.buf`` (raises ``_WorkerLost``/``RuntimeError``)."""
         try:
             self._wait(w, deadline)
+            w.awaiting = False  # a reply arrives (or the worker is gone): nothing more is owed
             n = w.conn.recv_bytes_into(w.buf)
         except _WorkerLost:
             raise
@@ -859,6 +899,7 @@ class VectorEnv:
         """Send one command to one worker and wait for its answer (raises ``_WorkerLost``)."""
         try:
             w.conn.send(msg)
+            w.awaiting = True
         except (OSError, ValueError) as err:
             raise self._lost(w, err) from err
         return self._recv(w, self._deadline(timeout))
@@ -869,6 +910,7 @@ class VectorEnv:
         for w in self._workers:
             try:
                 w.conn.send(make_msg(w))
+                w.awaiting = True
                 sent.append(None)
             except (OSError, ValueError) as err:
                 sent.append(self._lost(w, err))
@@ -894,6 +936,7 @@ class VectorEnv:
         for w in workers:
             try:
                 w.conn.send_bytes(_STEP_TAG + actions[w.lo : w.hi].tobytes())
+                w.awaiting = True
                 sent.append(None)
             except (OSError, ValueError) as err:
                 sent.append(self._lost(w, err))
@@ -915,7 +958,7 @@ class VectorEnv:
             parts[w.index] = (
                 obs, state, avail, np.ones((n, n_agents), dtype=bool),
                 np.zeros(n, dtype=np.float32), np.zeros(n, dtype=bool), np.zeros(n, dtype=bool),
-                np.zeros(n, dtype=bool), state.copy(), np.ones((n, n_agents), dtype=bool),
+                np.ones(n, dtype=bool), state.copy(), np.ones((n, n_agents), dtype=bool),
                 np.zeros(n, dtype=bool), np.zeros(n, dtype=np.float32), np.zeros(n, dtype=np.int64),
             )  # fmt: skip
         for w in workers:

@@ -5,7 +5,7 @@ agent-specific state (``state_per_agent``), avail masks that change, agents that
 early termination with wins, truncation at the limit, and an RNG that continues across resets.
 Its ``fail`` option injects crashes: ``"raise"`` (an exception in ``step``), ``"raise_reset"``
 (an exception in the ``reset`` after the failing step's episode), ``"hang"`` (sleeps in ``step``) and
-``"exit"`` (the process dies in ``step``). ``fail_at`` is the step of the instance's life at which it
+``"exit"`` (the process dies in ``step``) and ``"slow"`` (one 0.6 s step). ``fail_at`` is the step of the instance's life at which it
 fails; with ``once_path`` it fails only if that file does not exist yet (and creates it), so that
 the rebuilt env (in any process) behaves.
 """
@@ -89,6 +89,8 @@ class ToyEnv(MultiAgentEnv):
                 raise RuntimeError("injected step failure")
             if self.fail == "hang":
                 time.sleep(3600)
+            if self.fail == "slow":
+                time.sleep(0.6)
             if self.fail == "exit":
                 os._exit(3)
             if self.fail == "raise_reset":

@@ -81,10 +81,10 @@ def test_speaker_listener_padding_and_masks():
         env.step(np.array([3, 0]))  # a padded (unavailable) speaker action
 
 
-def _random_actions(rng, env, avail):
+def _random_actions(rng, env, avail, dtype=np.float32):
     n = env.spec.n_agents
     if env.spec.continuous:  # beyond the Box on purpose: both sides must clip the same way
-        return rng.uniform(-0.3, 1.3, size=(n, env.spec.n_actions)).astype(np.float32)
+        return rng.uniform(-0.3, 1.3, size=(n, env.spec.n_actions)).astype(dtype)
     return np.array([rng.integers(int(avail[i].sum())) for i in range(n)])
 
 
@@ -106,7 +106,7 @@ def test_identical_to_official_parallel_env(map_name, continuous):
             assert np.array_equal(obs[i, :d], p_obs[name]) and not obs[i, d:].any()
         assert np.array_equal(state[0], par.state())
         for t in range(12):
-            acts = _random_actions(rng, env, avail)
+            acts = _random_actions(rng, env, avail, np.float64 if episode % 2 else np.float32)
             if continuous:
                 p_acts = {n: acts[i, : int(avail[i].sum())].copy() for i, n in enumerate(names)}
             else:

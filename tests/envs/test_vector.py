@@ -226,11 +226,46 @@ def test_hung_worker_is_respawned_after_step_timeout(tmp_path):
     assert _dead(old)
 
 
+def test_interrupted_step_does_not_desynchronise_the_workers(tmp_path):
+    """Ctrl-C while waiting for a worker: the late reply is drained, the next step is all dropped."""
+    faulty = {0: {"fail": "slow", "fail_at": 2, "once_path": str(tmp_path / "once")}}
+    with make_vec(toy_fns(special=faulty), "subproc") as vec, make_vec(toy_fns(), "inproc") as ref:
+        vec.reset([0, 1, 2, 3])
+        ref.reset([0, 1, 2, 3])
+        acts = random_actions(vec.spec, 5)
+        vec.step(acts[0])
+        ref.step(acts[0])
+
+        def interrupt(*_):
+            raise KeyboardInterrupt
+
+        old = signal.signal(signal.SIGALRM, interrupt)
+        try:
+            signal.setitimer(signal.ITIMER_REAL, 0.2)
+            with pytest.raises(KeyboardInterrupt):
+                vec.step(acts[1])  # interrupted while worker 0 sleeps
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, old)
+        ref.step(acts[1])  # the envs did take that step
+        out = vec.step(acts[2])
+        assert out.dropped.all() and out.restarts == 0
+        expected = ref.step(acts[2])
+        assert np.array_equal(out.obs, expected.obs)  # the data is not shifted by one reply
+        out, expected = vec.step(acts[3]), ref.step(acts[3])
+        assert not out.dropped.any() and np.array_equal(out.obs, expected.obs)
+
+
 # --------------------------------------------------------------------------- checkpoints
 @pytest.mark.parametrize(
-    "save_mode, load_mode", [("inproc", "inproc"), ("subproc", "subproc"), ("subproc", "inproc")]
+    "env, save_mode, load_mode",
+    [
+        ("toy", "inproc", "inproc"),
+        ("toy", "subproc", "subproc"),
+        ("mpe", "subproc", "inproc"),  # a checkpoint loads in either mode
+        ("mpe", "inproc", "subproc"),
+    ],
 )
-@pytest.mark.parametrize("env", ["toy", "mpe"])
 def test_get_set_state_reproduces_the_future(env, save_mode, load_mode):
     if env == "toy":
         fns = toy_fns()
@@ -277,16 +312,13 @@ def test_unpicklable_envs_are_reset_on_restore(mode):
         assert np.array_equal(restored.obs[0], snap["last"][0][0])
 
 
-def test_worker_does_not_import_torch():
-    with make_vec(toy_fns(), "subproc") as vec:
-        assert vec.workers_have_module("numpy") == [True, True]  # the probe works ...
-        assert vec.workers_have_module("torch") == [False, False]  # ... and torch is absent
-
-
-def test_close_stops_the_workers():
-    vec = make_vec(toy_fns(), "subproc")
+def test_workers_do_not_import_torch_and_close_cleanly():
+    vec = make_vec([env_fn("mpe", "simple_spread")] * E, "subproc")
+    assert vec.workers_have_module("numpy") == [True, True]  # the probe works ...
+    assert vec.workers_have_module("mpe2") == [True, True]
+    assert vec.workers_have_module("torch") == [False, False]  # ... and torch is absent
     pids = vec.worker_pids
     assert len(pids) == 2 and not any(_dead(p) for p in pids)
     vec.close()
-    vec.close()
+    vec.close()  # idempotent
     assert all(_dead(p) for p in pids)
