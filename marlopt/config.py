@@ -164,6 +164,36 @@ class MARSConfig(OnPolicyConfig):
         _check_targets(self.rho_plus, self.rho_minus)
 
 
+@dataclass
+class SequentialConfig(OnPolicyConfig):
+    """HAPPO / HATRPO / HAA2C: agents updated one after another in a random order (HARL).
+
+    Defaults from HARL Tables 4 and 6 (MPE); per-map SMAC values in ``configs/tuned/``.
+    """
+
+    variant: str = "happo"  # happo | hatrpo | haa2c
+    clip: float = 0.2  # HAPPO's clip
+    a2c_epochs: int = 5  # HAA2C's gradient steps per iteration
+    critic_epochs: int = 5
+    kl_threshold: float = 0.005  # HATRPO's trust region δ on the mean KL
+    accept_ratio: float = 0.5  # HATRPO: improvement / expected improvement must exceed this
+    backtrack_coeff: float = 0.8
+    ls_steps: int = 10
+    cg_iters: int = 10
+    cg_damping: float = 0.1
+    share_actor: bool = False  # parameter-shared actor (HARL allows it; outside HAPPO's theory)
+    fixed_order: bool = False  # the paper's ablation: the same agent order every iteration
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _one_of(self.variant, ("happo", "hatrpo", "haa2c"), "algo.variant")
+        for key in ("clip", "a2c_epochs", "critic_epochs", "kl_threshold", "backtrack_coeff", "ls_steps", "cg_iters"):
+            _positive(getattr(self, key), f"algo.{key}")
+        _require(self.backtrack_coeff < 1, "algo.backtrack_coeff", f"must be < 1 (got {self.backtrack_coeff})")
+        _nonnegative(self.accept_ratio, "algo.accept_ratio")
+        _nonnegative(self.cg_damping, "algo.cg_damping")
+
+
 def _check_targets(rho_plus: Optional[float], rho_minus: Optional[float]) -> None:
     if rho_plus is not None:
         _require(rho_plus > 1, "algo.rho_plus", f"must be > 1 (got {rho_plus})")
@@ -179,10 +209,16 @@ class EnvConfig:
     map_name: str = MISSING
     map_env: str = MISSING  # the env the selected map belongs to (set by configs/map/*.yaml)
     continuous: bool = False  # Box actions with a diagonal Gaussian policy (where supported)
+    state_type: Optional[str] = None  # critic state where the env offers a choice: EP | FP (SMAC)
     vector: str = "auto"  # inproc | subproc | auto (subproc when it helps)
     n_workers: int = 0  # subproc workers; 0 = min(n_envs, CPU cores)
     step_timeout: Optional[float] = None  # seconds before a silent worker is restarted
     options: dict[str, Any] = field(default_factory=dict)  # passed to the env maker
+
+    def maker_options(self) -> dict[str, Any]:
+        """Keyword arguments for the env maker (``marlopt.envs.registry.make_env``)."""
+        extra = {} if self.state_type is None else {"state_type": self.state_type}
+        return {"continuous": self.continuous, **extra, **self.options}
 
     def __post_init__(self) -> None:
         _require(
@@ -256,7 +292,8 @@ def register_configs() -> None:
 
 
 #: Algorithm schemas by the name their YAML's defaults list uses (``<name>_schema``).
-ALGO_SCHEMAS: dict[str, type] = {"ppo": PPOConfig, "spo": SPOConfig, "mars": MARSConfig}
+ALGO_SCHEMAS: dict[str, type] = {"ppo": PPOConfig, "spo": SPOConfig, "mars": MARSConfig,
+                                  "sequential": SequentialConfig}
 
 
 def to_objects(cfg: DictConfig) -> TrainConfig:

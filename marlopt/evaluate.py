@@ -30,7 +30,7 @@ def evaluate_run(run_dir: Path, episodes: int = 32, checkpoint: str = "latest", 
     _, cfg = load_run_config(run_dir)
     path = resolve_checkpoint(run_dir, checkpoint)
     payload = load_checkpoint(path)
-    options = {"continuous": cfg.env.continuous, **cfg.env.options}
+    options = cfg.env.maker_options()
     make = env_fn(cfg.env.name, cfg.env.map_name, options)
     probe = make()
     spec = probe.spec

@@ -43,6 +43,7 @@ class Chunks:
     returns: Tensor  # [L, C, R] targets in the critic's (normalised) space
     h_actor: Tensor | None  # [C, N, H] hidden state at each chunk's first step
     h_critic: Tensor | None  # [C, R, H]
+    factor: Tensor | None = None  # [L, C, 1] sequential updates: product of earlier agents' ratios
 
     def select(self, index: Tensor) -> "Chunks":
         """The sequences ``index`` (dim 1; hidden states dim 0)."""

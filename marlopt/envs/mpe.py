@@ -127,8 +127,11 @@ class MPEEnv(MultiAgentEnv):
                 space = next(s for s, d in zip(spaces, act_sizes) if d > j)
                 lows[j], highs[j] = float(space.low[j]), float(space.high[j])
             low, high = tuple(float(x) for x in lows), tuple(float(x) for x in highs)
-            self._low = lows.astype(np.float32)
-            self._high = highs.astype(np.float32)
+            # per-agent clipping bounds [N, A] (padding dims: the spec's bounds; ignored anyway)
+            self._low = np.tile(lows, (n, 1)).astype(np.float32)
+            self._high = np.tile(highs, (n, 1)).astype(np.float32)
+            for i, (space, d) in enumerate(zip(spaces, act_sizes)):
+                self._low[i, :d], self._high[i, :d] = space.low, space.high
 
         self.spec = EnvSpec(
             n_agents=n,
@@ -146,7 +149,6 @@ class MPEEnv(MultiAgentEnv):
         self._obs_dims = obs_dims
         self._act_sizes = act_sizes
         self._offsets = [int(x) for x in np.cumsum([0, *obs_dims])]
-        self._padded = any(d != obs_dim for d in obs_dims)
         self._homogeneous_actions = all(d == n_actions for d in act_sizes)
 
         # Constant, read-only outputs (no per-step allocation, safe to share).
@@ -165,6 +167,7 @@ class MPEEnv(MultiAgentEnv):
 
     # ------------------------------------------------------------------ protocol
     def _observe(self) -> tuple[np.ndarray, np.ndarray]:
+        # Fresh obs/state arrays each step (two ~1 us allocations): callers may keep them.
         world, observation = self._raw.world, self._raw.scenario.observation
         obs = np.zeros((self.spec.n_agents, self.spec.obs_dim), dtype=np.float32)
         state = np.empty((1, self.spec.state_dim), dtype=np.float32)
@@ -189,13 +192,13 @@ class MPEEnv(MultiAgentEnv):
         raw = self._raw
         sizes = self._act_sizes
         if self._continuous:
-            # Clip like PettingZoo's ClipOutOfBoundsWrapper (float32 bounds; the dtype is kept).
-            acts = np.clip(np.asarray(actions), self._low, self._high)
-            if acts.shape != (self.spec.n_agents, self.spec.n_actions):
+            acts = np.asarray(actions)
+            if acts.shape != self._low.shape:
                 raise ValueError(
-                    f"continuous actions must have shape {(self.spec.n_agents, self.spec.n_actions)}, "
-                    f"got {acts.shape}"
+                    f"continuous actions must have shape {self._low.shape}, got {acts.shape}"
                 )
+            # Clip like PettingZoo's ClipOutOfBoundsWrapper (float32 bounds; the dtype is kept).
+            acts = np.clip(acts, self._low, self._high)
             if self._homogeneous_actions:
                 raw.current_actions = list(acts)
             else:
@@ -224,7 +227,8 @@ class MPEEnv(MultiAgentEnv):
         terminated = (not truncated) and bool(raw.scenario.is_terminal(raw.world))
         self._needs_reset = truncated or terminated
         obs, state = self._observe()
-        return StepResult(obs, state, self._avail, reward, terminated, truncated, {"active": self._active})
+        info = {"active": self._active}
+        return StepResult(obs, state, self._avail, reward, terminated, truncated, info)
 
     def close(self) -> None:
         raw = getattr(self, "_raw", None)
@@ -264,7 +268,8 @@ _OPTIONS = ("n_agents", "continuous", "max_cycles", "local_ratio")
 
 
 def make(map_name: str, **options: Any) -> MPEEnv:
-    """Build an MPE map; options: ``n_agents`` (spread), ``continuous``, ``max_cycles``, ``local_ratio``."""
+    """Build an MPE map. Options: ``n_agents`` (spread only), ``continuous``, ``max_cycles``,
+    ``local_ratio`` (see the module docstring)."""
     if map_name not in MAPS:
         raise ValueError(f"unknown MPE map {map_name!r}; valid maps: {sorted(MAPS)}")
     unknown = sorted(set(options) - set(_OPTIONS))

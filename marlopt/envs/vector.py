@@ -40,6 +40,9 @@ Crash resilience (SC2 and friends die mid-run; keep going):
 - every env rebuild and every worker respawn counts as one restart; beyond ``max_restarts`` the
   vector env gives up with a ``RuntimeError`` carrying the last error.
 
+A command interrupted half-way (Ctrl-C) is recovered by the next call: late worker replies are
+drained (the pipes never go out of step) and every env is marked ``dropped`` at the next step.
+
 Checkpointing: ``get_state()`` returns a picklable dict with each env's ``MultiAgentEnv.get_state()``
 bytes (pickled mid-episode), the vector env's per-env accumulators (episode return and length so
 far), base seeds, restart count and the last outputs returned (obs/state/avail/active), so
@@ -133,9 +136,12 @@ _BLOCK_TAG = ord("K")
 _STEP_TAG = b"S"  # a step command: b"S" + the raw action bytes (pickles start with b"\x80")
 
 
-def _block(n: int, fields: list[tuple[tuple[int, ...], np.dtype]]) -> tuple[bytearray, np.ndarray, tuple[np.ndarray, ...]]:
+def _block(
+    n: int, fields: list[tuple[tuple[int, ...], np.dtype]]
+) -> tuple[bytearray, np.ndarray, tuple[np.ndarray, ...]]:
     """A reusable reply buffer and numpy views on it: (buffer, restarts[1], the 13 fields)."""
-    sizes = [n * int(np.prod(shape, dtype=np.int64)) * dtype.itemsize for shape, dtype in fields]
+    counts = [n * int(np.prod(shape, dtype=np.int64)) for shape, _ in fields]
+    sizes = [count * dtype.itemsize for count, (_, dtype) in zip(counts, fields)]
     offsets, offset = [], 16
     for size in sizes:
         offsets.append(offset)
@@ -144,10 +150,17 @@ def _block(n: int, fields: list[tuple[tuple[int, ...], np.dtype]]) -> tuple[byte
     buf[0] = _BLOCK_TAG
     restarts = np.frombuffer(buf, dtype=np.int64, count=1, offset=8)
     views = tuple(
-        np.frombuffer(buf, dtype=dtype, count=n * int(np.prod(shape, dtype=np.int64)), offset=off).reshape(n, *shape)
-        for (shape, dtype), off in zip(fields, offsets)
+        np.frombuffer(buf, dtype=dtype, count=count, offset=off).reshape(n, *shape)
+        for (shape, dtype), count, off in zip(fields, counts, offsets)
     )
     return buf, restarts, views
+
+
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 class _GiveUp(RuntimeError):
@@ -255,7 +268,9 @@ class _EnvGroup:
             self.ep_length[i] = 0
         return obs, state, avail
 
-    def step(self, actions: np.ndarray, out: tuple[np.ndarray, ...] | None = None) -> tuple[np.ndarray, ...]:
+    def step(
+        self, actions: np.ndarray, out: tuple[np.ndarray, ...] | None = None
+    ) -> tuple[np.ndarray, ...]:
         """Step every env; fill ``out`` (the 13 VecStep arrays of this slice; fresh if None)."""
         if out is None:
             out = _alloc(self.n, self.fields)
@@ -492,7 +507,7 @@ class VectorEnv:
         env_fns: one zero-argument factory per env (``registry.env_fn(...)`` gives a picklable one;
             subproc mode pickles them to the workers).
         mode: ``"inproc"`` or ``"subproc"``.
-        n_workers: subproc only; default ``min(E, os.cpu_count())``; worker ``k`` owns a contiguous
+        n_workers: subproc only; default ``min(E, usable CPUs)``; worker ``k`` owns a contiguous
             slice of the envs.
         step_timeout: subproc only; seconds a worker may take for one step before it is deemed hung,
             killed and respawned (``None``: wait forever; a dead worker is detected regardless).
@@ -540,7 +555,7 @@ class VectorEnv:
             self.n_workers = 0
         else:
             self._ctx = mp.get_context("spawn")
-            self.n_workers = min(self.num_envs, n_workers or os.cpu_count() or 1)
+            self.n_workers = min(self.num_envs, n_workers or _usable_cpus())
             bounds = np.linspace(0, self.num_envs, self.n_workers + 1).round().astype(int)
             for k in range(self.n_workers):
                 self._workers.append(_Worker(k, int(bounds[k]), int(bounds[k + 1])))
@@ -550,7 +565,9 @@ class VectorEnv:
                 specs = [self._await_ready(w) for w in self._workers]
                 for k, s in enumerate(specs[1:], start=1):
                     if s != specs[0]:
-                        raise ValueError(f"worker {k} built envs with spec {s}, worker 0 with {specs[0]}")
+                        raise ValueError(
+                            f"worker {k} built envs with spec {s}, worker 0 with {specs[0]}"
+                        )
             except _WorkerLost as err:
                 self.close()
                 raise RuntimeError(f"env worker failed to start: {err}") from err
@@ -723,7 +740,10 @@ class VectorEnv:
         if self.mode == "inproc":
             return [name in sys.modules]
         try:
-            return [bool(self._request(w, ("has_module", name), self._slow_timeout)[1]) for w in self._workers]
+            return [
+                bool(self._request(w, ("has_module", name), self._slow_timeout)[1])
+                for w in self._workers
+            ]
         except _WorkerLost as err:
             raise RuntimeError(str(err)) from err
 
@@ -767,7 +787,9 @@ class VectorEnv:
         self._pending_dropped[:] = True
         self._busy = False
 
-    def _remember(self, obs: np.ndarray, state: np.ndarray, avail: np.ndarray, active: np.ndarray) -> None:
+    def _remember(
+        self, obs: np.ndarray, state: np.ndarray, avail: np.ndarray, active: np.ndarray
+    ) -> None:
         # Private copies: callers may modify what they get; checkpoints need the true values.
         self._last = VecObs(obs.copy(), state.copy(), avail.copy(), active.copy())
 

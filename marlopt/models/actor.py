@@ -7,6 +7,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from torch import Tensor, nn
 
@@ -17,10 +20,12 @@ from marlopt.models.layers import GroupedLinear, GroupedModule
 from marlopt.models.trunk import Trunk
 
 
-def with_agent_id(x: Tensor, n_agents: int) -> Tensor:
-    """Append the one-hot agent id to ``x[..., N, d]``."""
+def with_agent_id(x: Tensor, n_agents: int, agent: int | None = None) -> Tensor:
+    """Append the one-hot agent id to ``x[..., N, d]`` (or agent ``agent``'s to ``x[..., 1, d]``)."""
     eye = torch.eye(n_agents, device=x.device, dtype=x.dtype)
-    return torch.cat([x, eye.expand(*x.shape[:-1], n_agents)], dim=-1)
+    if agent is not None:
+        eye = eye[agent : agent + 1]
+    return torch.cat([x, eye.expand(*x.shape[:-1], eye.shape[-1])], dim=-1)
 
 
 class Actor(nn.Module):
@@ -42,6 +47,21 @@ class Actor(nn.Module):
                 [nn.Parameter(torch.full((spec.n_actions,), cfg.log_std_init)) for _ in range(head_groups)]
             )
         self.hidden_size = self.trunk.hidden_size
+        self._only: int | None = None
+
+    @contextmanager
+    def only_agent(self, agent: int) -> Iterator[None]:
+        """Within the block, inputs ``[..., 1, F]`` are agent ``agent``'s alone (per-agent weights)."""
+        grouped = [m for m in self.modules() if isinstance(m, GroupedModule)]
+        for m in grouped:
+            m.only = agent
+        self._only = agent
+        try:
+            yield
+        finally:
+            for m in grouped:
+                m.only = None
+            self._only = None
 
     # -- construction helpers -------------------------------------------------------------------
     def initial_hidden(self, batch: int, device: torch.device | str = "cpu") -> Tensor:
@@ -69,14 +89,19 @@ class Actor(nn.Module):
     def distribution(self, feats: Tensor, avail: Tensor | None) -> MaskedCategorical | DiagGaussian:
         out = self.head(feats)
         if self.continuous:
-            log_std = self.log_std[0] if len(self.log_std) == 1 else torch.stack(tuple(self.log_std))
+            if len(self.log_std) == 1:
+                log_std = self.log_std[0]
+            elif self._only is not None and feats.shape[-2] == 1:
+                log_std = self.log_std[self._only]
+            else:
+                log_std = torch.stack(tuple(self.log_std))
             return DiagGaussian(out, log_std, avail)
         return MaskedCategorical(out, avail)
 
     def features(self, obs: Tensor, h: Tensor | None, starts: Tensor | None) -> tuple[Tensor, Tensor | None]:
         """``obs[L, B, N, O] -> feats[L, B, N, F]``; the GRU starts from ``h[B, N, H]``."""
         if self.use_agent_id:
-            obs = with_agent_id(obs, self.n_agents)
+            obs = with_agent_id(obs, self.n_agents, self._only if obs.shape[-2] == 1 else None)
         return self.trunk(obs, h, starts)
 
     @torch.no_grad()
@@ -93,6 +118,10 @@ class Actor(nn.Module):
         self, obs: Tensor, avail: Tensor, actions: Tensor, h0: Tensor | None, starts: Tensor | None
     ) -> tuple[Tensor, Tensor]:
         """Log-probabilities and entropies ``[L, B, N]`` of stored actions over chunks ``[L, B]``."""
-        feats, _ = self.features(obs, h0, starts)
-        dist = self.distribution(feats, avail)
+        dist = self.dist(obs, avail, h0, starts)
         return dist.log_prob(actions), dist.entropy()
+
+    def dist(self, obs: Tensor, avail: Tensor, h0: Tensor | None, starts: Tensor | None) -> MaskedCategorical | DiagGaussian:
+        """The action distribution over chunks ``[L, B, N]`` (for KL terms: HATRPO, MAGPO)."""
+        feats, _ = self.features(obs, h0, starts)
+        return self.distribution(feats, avail)

@@ -64,6 +64,15 @@ class MaskedCategorical:
     def probs(self) -> Tensor:
         return self.log_probs.exp()
 
+    def detach(self) -> "MaskedCategorical":
+        out = MaskedCategorical.__new__(MaskedCategorical)
+        out.avail, out.log_probs = self.avail, self.log_probs.detach()
+        return out
+
+    def kl(self, other: "MaskedCategorical") -> Tensor:
+        """``KL(self || other) = Σ_a p(a) (log p(a) - log q(a))`` (masked actions have p = 0)."""
+        return (self.log_probs.exp() * (self.log_probs - other.log_probs)).sum(-1)
+
 
 class DiagGaussian:
     """Diagonal Gaussian over ``mean[..., D]``; ``dims_mask`` marks real action dims.
@@ -95,3 +104,12 @@ class DiagGaussian:
 
     def entropy(self) -> Tensor:
         return self._reduce(self.log_std + 0.5 + _LOG_SQRT_2PI)
+
+    def detach(self) -> "DiagGaussian":
+        return DiagGaussian(self.mean.detach(), self.log_std.detach(), self.dims_mask)
+
+    def kl(self, other: "DiagGaussian") -> Tensor:
+        """``KL(self || other)`` summed over real dims:
+        ``log σ_q/σ_p + (σ_p² + (μ_p - μ_q)²) / (2σ_q²) - ½``."""
+        var_p, var_q = torch.exp(2 * self.log_std), torch.exp(2 * other.log_std)
+        return self._reduce(other.log_std - self.log_std + (var_p + (self.mean - other.mean) ** 2) / (2 * var_q) - 0.5)

@@ -18,9 +18,23 @@ from torch.nn import functional as F
 
 
 class GroupedModule(nn.Module):
-    """A module whose parameters are split into ``groups`` equal per-agent sets."""
+    """A module whose parameters are split into ``groups`` equal per-agent sets.
+
+    ``only`` (set through :meth:`marlopt.models.Actor.only_agent`) makes a per-agent layer apply
+    group ``only``'s weights to an input holding that single agent (``x[..., 1, F]``): sequential
+    updates (HAPPO) then evaluate one agent at the cost of one agent, not of all N.
+    """
 
     groups: int
+    only: int | None = None
+
+    def _pick(self, params: nn.ParameterList, x: Tensor) -> Tensor:
+        """The weights for input ``x[..., n, F]``: shared, one agent's, or all stacked."""
+        if self.groups == 1:
+            return params[0]
+        if self.only is not None and x.shape[-2] == 1:
+            return params[self.only]
+        return _stack(params)
 
     def group_parameters(self, group: int) -> list[nn.Parameter]:
         """The parameters that belong to agent group ``group`` (for per-agent optimisers)."""
@@ -46,10 +60,9 @@ class GroupedLinear(GroupedModule):
         self.bias = nn.ParameterList([nn.Parameter(torch.zeros(out_features)) for _ in range(groups)])
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.groups == 1:
-            return torch.addmm(self.bias[0], x.reshape(-1, self.in_features), self.weight[0]).reshape(
-                *x.shape[:-1], self.out_features
-            )
+        if self.groups == 1 or (self.only is not None and x.shape[-2] == 1):
+            weight, bias = self._pick(self.weight, x), self._pick(self.bias, x)
+            return torch.addmm(bias, x.reshape(-1, self.in_features), weight).reshape(*x.shape[:-1], self.out_features)
         n = x.shape[-2]
         lead = x.shape[:-2]
         xs = x.reshape(-1, n, self.in_features).transpose(0, 1)  # [N, B, in]
@@ -67,8 +80,8 @@ class GroupedLayerNorm(GroupedModule):
         self.bias = nn.ParameterList([nn.Parameter(torch.zeros(features)) for _ in range(groups)])
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.groups == 1:
-            return F.layer_norm(x, (self.features,), self.weight[0], self.bias[0], self.eps)
+        if self.groups == 1 or (self.only is not None and x.shape[-2] == 1):
+            return F.layer_norm(x, (self.features,), self._pick(self.weight, x), self._pick(self.bias, x), self.eps)
         return F.layer_norm(x, (self.features,), None, None, self.eps) * _stack(self.weight) + _stack(self.bias)
 
 

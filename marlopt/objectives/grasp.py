@@ -1,6 +1,6 @@
 """GRASP: gradient realignment via the min-norm consensus direction.
 
-GRASP paper, section 3.2.2 (and ``docs``/EQUATIONS.md, "GRASP"). With ``g_i`` the local policy
+GRASP paper, section 3.2.2 (and EQUATIONS.md, section "GRASP"). With ``g_i`` the local policy
 gradient of agent ``i`` (rows of ``grads[n, p]``), the consensus direction is the minimum-norm
 point of the convex hull of the local gradients:
 
@@ -104,43 +104,45 @@ def _gram(grads: Tensor, dtype: torch.dtype) -> Tensor:
 # ---------------------------------------------------------------------------------------------
 # Wolfe's min-norm-point algorithm on a (normalised) Gram matrix, float64 numpy
 # ---------------------------------------------------------------------------------------------
-def _affine_minimizer(A_S: np.ndarray) -> np.ndarray:
-    """Weights ``a`` (summing to 1) of the min-norm point of the affine hull of the corral S:
-    ``min a^T P_SS a  s.t.  1^T a = 1``. With ``A_S = P_SS + 1 1^T`` this is ``A_S a ∝ 1``, a
-    system that is nonsingular exactly when the corral is affinely independent (Wolfe's
-    "append a 1 to every point" trick); a least-squares solve covers numerical dependence."""
-    ones = np.ones(A_S.shape[0])
+def _inverse(A_S: np.ndarray) -> np.ndarray | None:
+    """``A_S^{-1}`` or ``None`` when (numerically) singular."""
     try:
-        a = np.linalg.solve(A_S, ones)
-        s = a.sum()
-        if np.isfinite(s) and s > 0.0:
-            return a / s
+        B = np.linalg.inv(A_S)
     except np.linalg.LinAlgError:
-        pass
-    a = np.linalg.lstsq(A_S, ones, rcond=None)[0]
-    return a / a.sum()
+        return None
+    return B if np.isfinite(B).all() else None
 
 
 def _wolfe(P: np.ndarray, tol: float) -> np.ndarray:
     """Wolfe's algorithm on a PSD ``P`` with ``max(diag P) == 1``. Returns ``c`` on the simplex.
 
-    Invariants: ``S`` (the corral) is affinely independent, ``lam > 0`` on ``S`` sums to 1 and
-    ``x = sum_S lam_s g_s``; ``||x||`` decreases strictly from one major cycle to the next."""
+    Corral ``S`` (affinely independent), weights ``lam > 0`` on ``S`` summing to 1, current
+    point ``x = sum_S lam_s g_s``. The affine minimiser of ``S`` (``min a^T P_SS a`` s.t.
+    ``1^T a = 1``) solves ``A_SS a ∝ 1`` with ``A = P + 1 1^T`` (Wolfe's "append a 1 to every
+    point" trick: ``A_SS`` is nonsingular exactly when ``S`` is affinely independent), so
+    ``a = B 1 / (1^T B 1)`` with ``B = A_SS^{-1}``. ``B`` is kept up to date by O(k^2)
+    bordering/deflation updates when a point enters or leaves; it is recomputed from scratch
+    before the solution is accepted (and whenever an update looks ill-conditioned), so the
+    final optimality test is always made with a freshly solved affine minimiser.
+    """
     n = P.shape[0]
     A = P + 1.0  # Gram matrix of the points (1, g_i)
+    pivot_tol = _FULL_START_PIVOT
 
-    # Starting corral: the whole set when affinely independent (Cholesky pivots of A bounded
-    # away from 0), else the vertex of the shortest gradient; ties (to tol: BLAS rounding can
-    # make equal rows' norms differ in the last bit) go to the lowest index.
-    diag = P.diagonal()
-    S = np.array([int(np.argmax(diag <= diag.min() + tol))])
-    lam = np.ones(1)
-    try:
-        if float(np.diag(np.linalg.cholesky(A)).min()) ** 2 > _FULL_START_PIVOT:
-            S = np.arange(n)
-            lam = np.full(n, 1.0 / n)
-    except np.linalg.LinAlgError:
-        pass
+    # Starting corral: the whole set when affinely independent (every Schur complement
+    # 1 / B_ii, the squared distance of (1, g_i) from the span of the others, bounded away from
+    # 0); else the vertex of the shortest gradient, ties (to tol: BLAS rounding can make equal
+    # rows' norms differ in the last bit) going to the lowest index.
+    B = _inverse(A)
+    if B is not None and float(np.diag(B).max()) * pivot_tol < 1.0:
+        S = np.arange(n)
+        lam = np.full(n, 1.0 / n)
+    else:
+        diag = P.diagonal()
+        S = np.array([int(np.argmax(diag <= diag.min() + tol))])
+        lam = np.ones(1)
+        B = np.array([[1.0 / A[S[0], S[0]]]])
+    fresh = True  # B was computed directly (not by updates)
 
     best_lam, best_S, best_val = lam, S, np.inf
     just_added = -1
@@ -148,9 +150,10 @@ def _wolfe(P: np.ndarray, tol: float) -> np.ndarray:
         # ---- minor cycles: move lam towards the corral's affine minimiser, dropping the points
         # whose weight reaches zero, until the affine minimiser lies inside the corral. Each
         # pass drops at least one point, so len(S) passes suffice.
-        entering_rejected = False
+        stalled = False
         for _minor in range(S.size):
-            alpha = _affine_minimizer(A.take(S, 0).take(S, 1))
+            row = B.sum(1)
+            alpha = row / row.sum()
             if alpha.min() > 0.0:
                 lam = alpha
                 break
@@ -159,33 +162,64 @@ def _wolfe(P: np.ndarray, tol: float) -> np.ndarray:
             ratios = np.where(den > 0.0, lam[idx] / np.where(den > 0.0, den, 1.0), 0.0)
             r = int(np.argmin(ratios))
             theta, drop = float(ratios[r]), int(idx[r])
-            if theta <= 0.0 and int(S[drop]) == just_added:
-                # The entering point gets no weight (numerical optimum): undo its entry.
-                S = np.delete(S, drop)
-                lam = np.delete(lam, drop)
-                entering_rejected = True
-                break
-            lam = lam + theta * (alpha - lam)
+            stalled = theta <= 0.0 and int(S[drop]) == just_added
+            if not stalled:
+                lam = lam + theta * (alpha - lam)
             lam[drop] = 0.0
             keep = lam > 0.0
-            S = S[keep]
-            lam = lam[keep] / lam[keep].sum()
+            keep[drop] = False
+            # Deflate B = A_SS^{-1} by the dropped rows (one at a time: exact block formula).
+            for k in np.flatnonzero(~keep)[::-1]:
+                m = np.ones(S.size, dtype=bool)
+                m[k] = False
+                B = B[m][:, m] - np.outer(B[m, k], B[k, m]) / B[k, k]
+                S, lam = S[m], lam[m]
+                keep = keep[m]
+            fresh = False
+            lam = lam / lam.sum()
+            if stalled:  # the entering point gets no weight (numerical optimum): undo its entry
+                break
         # ---- major cycle: optimality test, then the most violating point enters.
         Px = P.take(S, 1) @ lam  # g_j . x for every j
         xx = float(Px.take(S) @ lam)  # ||x||^2
+        j = int(np.argmin(Px))
+        optimal = stalled or Px[j] >= xx - tol or j in S
+        if optimal and not fresh:
+            # Confirm with a freshly computed inverse before accepting the solution.
+            B_new = _inverse(A.take(S, 0).take(S, 1))
+            if B_new is not None:
+                B, fresh = B_new, True
+                just_added = -1
+                continue
         if xx > best_val + tol:
             # No decrease (P numerically not PSD): keep the best iterate found.
             lam, S = best_lam, best_S
             break
-        best_lam, best_S, best_val = lam, S, xx
-        if entering_rejected:
+        if xx <= best_val:
+            best_lam, best_S, best_val = lam, S, xx
+        if optimal:
             break
-        j = int(np.argmin(Px))
-        if Px[j] >= xx - tol or j in S:
-            break
+        # Border B with the entering point j (Schur complement s = squared distance of (1, g_j)
+        # from the span of the corral's points).
+        b = A[S, j]
+        Bb = B @ b
+        s = float(A[j, j] - b @ Bb)
         S = np.append(S, j)
         lam = np.append(lam, 0.0)
         just_added = j
+        if s > pivot_tol:
+            k = S.size
+            B_new = np.empty((k, k))
+            B_new[:-1, :-1] = B + np.outer(Bb, Bb) / s
+            B_new[:-1, -1] = B_new[-1, :-1] = -Bb / s
+            B_new[-1, -1] = 1.0 / s
+            B, fresh = B_new, False
+        else:
+            B_new = _inverse(A.take(S, 0).take(S, 1))
+            if B_new is None:  # j is (numerically) in the corral's affine hull: stop
+                S, lam = S[:-1], lam[:-1]
+                break
+            B, fresh = B_new, True
     c = np.zeros(n)
     c[S] = np.maximum(lam, 0.0)
     return c / c.sum()
@@ -217,13 +251,13 @@ def _solve_normalised_gram(P: np.ndarray, tol: float) -> np.ndarray:
     return _wolfe(P, tol)
 
 
-def _tol_for(dtype: Any) -> float:
-    eps = float(np.finfo(dtype).eps) if np.dtype(dtype).kind == "f" else 0.0
+def _default_tol(dtype: torch.dtype | np.dtype) -> float:
+    """Stopping tolerance for a Gram matrix accumulated in ``dtype``: max(1e-12, 32 eps)."""
+    if isinstance(dtype, torch.dtype):
+        eps = torch.finfo(dtype).eps if dtype.is_floating_point else 0.0
+    else:
+        eps = float(np.finfo(dtype).eps) if np.dtype(dtype).kind == "f" else 0.0
     return max(_MIN_TOL, _ULPS * eps)
-
-
-def _torch_to_np_dtype(dtype: torch.dtype) -> Any:
-    return {torch.float64: np.float64, torch.float32: np.float32}.get(dtype, np.float32)
 
 
 def min_norm_coefficients_from_gram(gram: Tensor | np.ndarray, *, tol: float | None = None):
@@ -236,16 +270,16 @@ def min_norm_coefficients_from_gram(gram: Tensor | np.ndarray, *, tol: float | N
     """
     if isinstance(gram, Tensor):
         P = gram.detach().to("cpu", torch.float64).numpy()
-        t = _tol_for(_torch_to_np_dtype(gram.dtype)) if tol is None else tol
-        c = _solve_normalised_gram(P, t)
-        return torch.as_tensor(c, dtype=gram.dtype if gram.is_floating_point() else torch.float64).to(
-            gram.device
-        )
-    P = np.asarray(gram, dtype=np.float64)
+        if P.ndim != 2 or P.shape[0] != P.shape[1]:
+            raise ValueError(f"gram must be square [n, n], got shape {P.shape}")
+        c = _solve_normalised_gram(P, _default_tol(gram.dtype) if tol is None else tol)
+        out_dtype = gram.dtype if gram.is_floating_point() else torch.float64
+        return torch.from_numpy(c).to(device=gram.device, dtype=out_dtype)
+    arr = np.asarray(gram)
+    P = arr.astype(np.float64)
     if P.ndim != 2 or P.shape[0] != P.shape[1]:
         raise ValueError(f"gram must be square [n, n], got shape {P.shape}")
-    t = _tol_for(np.asarray(gram).dtype if np.asarray(gram).dtype.kind == "f" else np.float64) if tol is None else tol
-    return _solve_normalised_gram(P, t)
+    return _solve_normalised_gram(P, _default_tol(arr.dtype) if tol is None else tol)
 
 
 def min_norm_coefficients(
@@ -275,8 +309,7 @@ def min_norm_coefficients(
         return torch.ones(1, dtype=out_dtype, device=grads.device)
     gdt = gram_dtype or _default_gram_dtype(grads)
     P = _gram(grads, gdt).to("cpu", torch.float64).numpy()
-    t = _tol_for(_torch_to_np_dtype(gdt)) if tol is None else tol
-    c = _solve_normalised_gram(P, t)
+    c = _solve_normalised_gram(P, _default_tol(gdt) if tol is None else tol)
     return torch.from_numpy(c).to(device=grads.device, dtype=out_dtype)
 
 
@@ -285,7 +318,7 @@ def consensus_direction(grads: Tensor, **kwargs: Any) -> tuple[Tensor, Tensor]:
     ``grads[n, p]`` (GRASP eq. 5). Keyword arguments go to ``min_norm_coefficients``. ``u*`` is
     detached (it is held constant in the hybrid objective ``J_clip + kappa <theta, u*>``)."""
     c = min_norm_coefficients(grads, **kwargs)
-    return c @ grads.detach(), c
+    return c @ grads.detach().to(c.dtype), c
 
 
 # ---------------------------------------------------------------------------------------------

@@ -93,7 +93,7 @@ class OnPolicyRunner:
         if cfg.torch_threads:
             torch.set_num_threads(cfg.torch_threads)
         seed_everything(cfg.seed)
-        options = {"continuous": cfg.env.continuous, **cfg.env.options}
+        options = cfg.env.maker_options()
         self.env_fns = [env_fn(cfg.env.name, cfg.env.map_name, options) for _ in range(cfg.n_envs)]
         mode, workers = vector_mode(cfg)
         self.envs = VectorEnv(self.env_fns, mode=mode, n_workers=workers, step_timeout=cfg.env.step_timeout)

@@ -4,10 +4,11 @@
 agent-specific state (``state_per_agent``), avail masks that change, agents that die (``active``),
 early termination with wins, truncation at the limit, and an RNG that continues across resets.
 Its ``fail`` option injects crashes: ``"raise"`` (an exception in ``step``), ``"raise_reset"``
-(an exception in the ``reset`` after the failing step's episode), ``"hang"`` (sleeps in ``step``) and
-``"exit"`` (the process dies in ``step``) and ``"slow"`` (one 0.6 s step). ``fail_at`` is the step of the instance's life at which it
-fails; with ``once_path`` it fails only if that file does not exist yet (and creates it), so that
-the rebuilt env (in any process) behaves.
+(an exception in the ``reset`` after the failing step's episode), ``"hang"`` (sleeps in
+``step``), ``"exit"`` (the process dies in ``step``) and ``"slow"`` (one 0.6 s step).
+``fail_at`` is the step of the instance's life at which it fails; with ``once_path`` it fails only
+if that file does not exist yet (and creates it), so that the rebuilt env (in any process)
+behaves.
 """
 
 from __future__ import annotations

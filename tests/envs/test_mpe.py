@@ -37,7 +37,8 @@ def test_spec_and_shapes(map_name, continuous):
     env = make(map_name, continuous=continuous)
     spec = env.spec
     n_actions = n_cont if continuous else n_disc
-    assert (spec.n_agents, spec.obs_dim, spec.state_dim, spec.n_actions) == (n, obs_dim, state_dim, n_actions)
+    dims = (spec.n_agents, spec.obs_dim, spec.state_dim, spec.n_actions)
+    assert dims == (n, obs_dim, state_dim, n_actions)
     assert spec.episode_limit == 25 and spec.continuous == continuous
     assert not spec.state_per_agent and spec.state_rows == 1 and not spec.has_won
     assert len(spec.agent_names) == n

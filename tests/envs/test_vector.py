@@ -94,7 +94,9 @@ def test_inproc_and_subproc_trajectories_are_identical_and_match_single_envs():
     assert any((~s.final_active).any() for s in steps)  # agents died on the way
 
 
-@pytest.mark.parametrize("map_name, continuous", [("simple_spread", False), ("simple_speaker_listener", True)])
+@pytest.mark.parametrize(
+    "map_name, continuous", [("simple_spread", False), ("simple_speaker_listener", True)]
+)
 def test_mpe_inproc_equals_subproc(map_name, continuous):
     fns = [env_fn("mpe", map_name, {"continuous": continuous, "max_cycles": 6})] * E
     results = []
@@ -305,7 +307,8 @@ def test_unpicklable_envs_are_reset_on_restore(mode):
         acts = random_actions(vec.spec, 3)
         rollout(vec, acts[:2])
         snap = vec.get_state()
-        assert snap["envs"][2] is None and all(isinstance(b, bytes) for i, b in enumerate(snap["envs"]) if i != 2)
+        assert snap["envs"][2] is None
+        assert all(isinstance(b, bytes) for i, b in enumerate(snap["envs"]) if i != 2)
         restored = vec.set_state(snap)
         assert vec.last_restore_reset.tolist() == [False, False, True, False]
         assert restored.obs[2, :, 4].max() == 0 and restored.active[2].all()

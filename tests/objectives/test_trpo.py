@@ -234,6 +234,8 @@ def test_line_search_accepted_step_satisfies_kl_bound(seed: int, blow_up: float)
 
 def test_line_search_never_acceptable_restores_bit_identical() -> None:
     s = Setup(4)
+    # parameters with full float64 mantissas (nn.Linear's init is float32-representable)
+    set_flat_params_(s.params, torch.randn(51, dtype=F64) / 3)
     before = [p.detach().clone() for p in s.params]
     old = flat_params(s.params)
     # a step whose scaled versions are not exactly representable, so old + 0 * step or
