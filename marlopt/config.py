@@ -126,6 +126,22 @@ class PPOConfig(OnPolicyConfig):
 
 
 @dataclass
+class GraspConfig(PPOConfig):
+    """GRASP: PPO epochs on ``J_clip + κ <θ, u*>`` with ``u*`` the min-norm consensus of the
+    agents' local gradients, computed once per iteration at ``θ_old`` (GRASP §3.2, Alg. 1–2)."""
+
+    space: str = "heads"  # heads (hybrid actor: per-agent heads) | shared (full parameter sharing)
+    kappa: float = 1.0
+    solver: str = "active_set"  # active_set (exact, on the Gram matrix) | cvxpy (reference QP)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _one_of(self.space, ("heads", "shared"), "algo.space")
+        _one_of(self.solver, ("active_set", "cvxpy"), "algo.solver")
+        _nonnegative(self.kappa, "algo.kappa")
+
+
+@dataclass
 class SPOConfig(OnPolicyConfig):
     """MASPO: ``L = -(r A - |A|/(2ε) (r-1)²)``; with ``rho_plus``/``rho_minus`` the asymmetric
     ablation whose quadratic coefficient ``|A|/(2|ρ-1|)`` puts the optimum at ``ρ±``."""
@@ -293,7 +309,7 @@ def register_configs() -> None:
 
 #: Algorithm schemas by the name their YAML's defaults list uses (``<name>_schema``).
 ALGO_SCHEMAS: dict[str, type] = {"ppo": PPOConfig, "spo": SPOConfig, "mars": MARSConfig,
-                                  "sequential": SequentialConfig}
+                                  "sequential": SequentialConfig, "grasp": GraspConfig}
 
 
 def to_objects(cfg: DictConfig) -> TrainConfig:

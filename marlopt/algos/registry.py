@@ -17,6 +17,7 @@ from marlopt.envs.base import EnvSpec
 UPDATE_RULES: dict[str, str] = {
     "simultaneous": "marlopt.algos.simultaneous:SimultaneousRule",
     "sequential": "marlopt.algos.sequential:SequentialRule",
+    "consensus": "marlopt.algos.consensus:ConsensusRule",
 }
 
 

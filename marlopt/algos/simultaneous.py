@@ -105,6 +105,10 @@ class SimultaneousRule(OnPolicyRule):
             raise ValueError(f"algo.objective: unknown {objective!r}; choose from {', '.join(ACTOR_OBJECTIVES)}")
         self.objective, self.region = ACTOR_OBJECTIVES[objective](self.cfg)
 
+    def actor_regulariser(self) -> Tensor | float:
+        """An extra term of the actor loss (GRASP's ``-κ <θ, u*>``); none here."""
+        return 0.0
+
     def update_policy(self, chunks: Chunks) -> dict[str, float]:
         diag = RatioDiagnostics(self.region)
         sums: dict[str, float] = {}
@@ -115,10 +119,8 @@ class SimultaneousRule(OnPolicyRule):
                 logp, entropy = self.evaluate_actions(mb)
                 policy_loss = self.objective(logp, mb.logp, mb.advantages, mb.active)
                 entropy_mean = self.entropy_term(entropy, mb.active)
-                norm = clip_and_step(
-                    self.actor_optim, params, policy_loss - self.cfg.entropy_coef * entropy_mean,
-                    self.cfg.max_grad_norm,
-                )
+                loss = policy_loss - self.cfg.entropy_coef * entropy_mean + self.actor_regulariser()
+                norm = clip_and_step(self.actor_optim, params, loss, self.cfg.max_grad_norm)
                 diag.observe(logp.detach(), mb.logp, mb.active)
                 stats = {"actor/policy_loss": policy_loss.item(), "actor/entropy": entropy_mean.item(),
                          "actor/grad_norm": norm, **self.critic_step(mb)}

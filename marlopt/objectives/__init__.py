@@ -21,10 +21,26 @@ from marlopt.objectives.spo import spo_loss
 from marlopt.objectives.value import huber, value_loss
 from marlopt.returns import ValueNorm, gae
 
-# --- added by the lead (keep this block and extend __all__ below) -------------------------------
-# from marlopt.objectives.trpo import ...
-# from marlopt.objectives.grasp import consensus_direction, min_norm_coefficients
-# ----------------------------------------------------------------------------------------------
+from marlopt.objectives.grasp import (
+    consensus_direction,
+    grasp_qmix_directions,
+    grasp_qmix_scales,
+    kkt_residual,
+    min_norm_coefficients,
+    min_norm_coefficients_cvxpy,
+    min_norm_coefficients_from_gram,
+)
+from marlopt.objectives.trpo import (
+    LineSearchResult,
+    backtracking_line_search,
+    conjugate_gradient,
+    fisher_vector_product,
+    flat_grad,
+    flat_params,
+    make_fisher_vector_product,
+    set_flat_params_,
+    trpo_step_size,
+)
 
 __all__ = [
     # helpers
@@ -52,5 +68,22 @@ __all__ = [
     # returns (defined in marlopt.returns)
     "gae",
     "ValueNorm",
-    # grasp / trpo names: added by the lead
+    # GRASP (min-norm consensus; GRASP-QMIX scaling)
+    "min_norm_coefficients",
+    "min_norm_coefficients_from_gram",
+    "min_norm_coefficients_cvxpy",
+    "consensus_direction",
+    "kkt_residual",
+    "grasp_qmix_scales",
+    "grasp_qmix_directions",
+    # HATRPO pieces
+    "flat_grad",
+    "flat_params",
+    "set_flat_params_",
+    "conjugate_gradient",
+    "make_fisher_vector_product",
+    "fisher_vector_product",
+    "trpo_step_size",
+    "backtracking_line_search",
+    "LineSearchResult",
 ]

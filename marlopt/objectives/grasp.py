@@ -104,12 +104,17 @@ def _gram(grads: Tensor, dtype: torch.dtype) -> Tensor:
 # ---------------------------------------------------------------------------------------------
 # Wolfe's min-norm-point algorithm on a (normalised) Gram matrix, float64 numpy
 # ---------------------------------------------------------------------------------------------
-def _inverse(A_S: np.ndarray) -> np.ndarray | None:
-    """``A_S^{-1}`` or ``None`` when (numerically) singular."""
+def _inverse(A_S: np.ndarray, pivot_tol: float = 1e-14) -> np.ndarray | None:
+    """``A_S^{-1}`` for a positive definite ``A_S``, or ``None`` when ``A_S`` is not numerically
+    positive definite (a Cholesky pivot, i.e. a squared distance of a point ``(1, g_i)`` from the
+    span of the preceding ones, at or below ``pivot_tol``)."""
     try:
-        B = np.linalg.inv(A_S)
+        L = np.linalg.cholesky(A_S)
     except np.linalg.LinAlgError:
         return None
+    if not float(L.diagonal().min()) ** 2 > pivot_tol:
+        return None
+    B = np.linalg.inv(A_S)
     return B if np.isfinite(B).all() else None
 
 
@@ -129,12 +134,11 @@ def _wolfe(P: np.ndarray, tol: float) -> np.ndarray:
     A = P + 1.0  # Gram matrix of the points (1, g_i)
     pivot_tol = _FULL_START_PIVOT
 
-    # Starting corral: the whole set when affinely independent (every Schur complement
-    # 1 / B_ii, the squared distance of (1, g_i) from the span of the others, bounded away from
-    # 0); else the vertex of the shortest gradient, ties (to tol: BLAS rounding can make equal
-    # rows' norms differ in the last bit) going to the lowest index.
-    B = _inverse(A)
-    if B is not None and float(np.diag(B).max()) * pivot_tol < 1.0:
+    # Starting corral: the whole set when affinely independent (Cholesky pivots of A bounded
+    # away from 0); else the vertex of the shortest gradient, ties (to tol: BLAS rounding can
+    # make equal rows' norms differ in the last bit) going to the lowest index.
+    B = _inverse(A, pivot_tol)
+    if B is not None:
         S = np.arange(n)
         lam = np.full(n, 1.0 / n)
     else:
@@ -151,7 +155,7 @@ def _wolfe(P: np.ndarray, tol: float) -> np.ndarray:
         # whose weight reaches zero, until the affine minimiser lies inside the corral. Each
         # pass drops at least one point, so len(S) passes suffice.
         stalled = False
-        for _minor in range(S.size):
+        for _minor in range(S.size + 1):
             row = B.sum(1)
             alpha = row / row.sum()
             if alpha.min() > 0.0:
@@ -163,6 +167,12 @@ def _wolfe(P: np.ndarray, tol: float) -> np.ndarray:
             r = int(np.argmin(ratios))
             theta, drop = float(ratios[r]), int(idx[r])
             stalled = theta <= 0.0 and int(S[drop]) == just_added
+            if stalled and not fresh:
+                # Confirm with a freshly computed inverse before rejecting the entering point.
+                B_new = _inverse(A.take(S, 0).take(S, 1))
+                if B_new is not None:
+                    B, fresh = B_new, True
+                    continue
             if not stalled:
                 lam = lam + theta * (alpha - lam)
             lam[drop] = 0.0

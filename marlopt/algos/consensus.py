@@ -1,0 +1,111 @@
+"""GRASP: gradient realignment via min-norm consensus, on top of MAPPO (GRASP §3.2, Alg. 1–2).
+
+Once per iteration, on the whole batch at ``θ_old``:
+
+1. local gradients ``g_i = ∇ E_i[log π_i(a|o) A]`` over agent ``i``'s active samples — in the
+   ``heads`` space (hybrid actor: shared backbone, per-agent heads of identical shape, ``g_i`` the
+   gradient of agent ``i``'s head, heads stacked as vectors of one space) or the ``shared`` space
+   (full parameter sharing, ``g_i`` in the shared parameter space);
+2. ``c* = argmin_{c ∈ simplex} ½ ||Σ c_i g_i||²`` on the Gram matrix, ``u* = Σ c*_i g_i``
+   (KKT: ``g_j · u* ≥ ||u*||²`` for every agent: ``u*`` improves every agent's objective);
+3. PPO epochs on ``J_clip(θ) + κ <θ, u*>`` with ``u*`` held fixed: the actor loss gets
+   ``-κ <θ, u*>``, whose gradient adds exactly ``κ u*`` to every agent's ascent direction.
+
+Cost: the ``heads`` gradients come from ONE backward pass (agent ``i``'s objective reaches only its
+own head); the ``shared`` gradients from one batched backward over the N per-agent objectives
+(``torch.autograd.grad(..., is_grads_batched=True)``, i.e. ``vmap`` over the N cotangents),
+falling back to N backward passes where an op has no batching rule.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from marlopt.algos.base import Chunks
+from marlopt.algos.simultaneous import SimultaneousRule
+from marlopt.config import ConfigError
+from marlopt.objectives import masked_mean
+from marlopt.objectives.grasp import consensus_direction, min_norm_coefficients_cvxpy
+
+
+class ConsensusRule(SimultaneousRule):
+    """MAPPO's update plus GRASP's consensus term ``κ <θ, u*>``."""
+
+    def __init__(self, spec: Any, algo: Any, model: Any, device: torch.device):
+        need = {"heads": "hybrid", "shared": "shared"}[algo.space]
+        if model.sharing != need:
+            raise ConfigError(f"algo.space={algo.space} needs model.sharing={need} (got {model.sharing})")
+        super().__init__(spec, algo, model, device)
+        self.u: list[Tensor] | None = None  # u* laid out like space_parameters()
+
+    def space_parameters(self) -> list[list[nn.Parameter]]:
+        """Per agent, the parameters spanning its gradient space (heads) — or the shared ones once."""
+        if self.cfg.space == "heads":
+            return [self.actor.agent_parameters(i) for i in range(self.spec.n_agents)]
+        return [list(self.actor.parameters())]
+
+    def local_objectives(self, chunks: Chunks) -> Tensor:
+        """``J_i = E_i[log π_i(a|o) A]`` over agent ``i``'s active samples: ``[N]``."""
+        logp, _ = self.evaluate_actions(chunks)
+        n = self.spec.n_agents
+        return torch.stack([masked_mean(logp[..., i] * chunks.advantages[..., i], chunks.active[..., i])
+                            for i in range(n)])
+
+    def local_gradients(self, chunks: Chunks) -> Tensor:
+        """``G[n, p]``: row ``i`` is agent ``i``'s local gradient ``g_i`` in the chosen space."""
+        objectives = self.local_objectives(chunks)
+        if self.cfg.space == "heads":
+            params = self.space_parameters()
+            flat = [p for agent in params for p in agent]
+            grads = torch.autograd.grad(objectives.sum(), flat, allow_unused=True)
+            grads = [torch.zeros_like(p) if g is None else g for g, p in zip(grads, flat)]
+            k = len(params[0])
+            return torch.stack([torch.cat([g.reshape(-1) for g in grads[i * k : (i + 1) * k]])
+                                for i in range(len(params))])
+        shared = self.space_parameters()[0]
+        eye = torch.eye(objectives.shape[0], device=objectives.device)
+        try:
+            grads = torch.autograd.grad(objectives, shared, grad_outputs=eye, is_grads_batched=True, allow_unused=True)
+        except RuntimeError:  # an op without a batching rule: one backward per agent
+            rows = []
+            for i in range(objectives.shape[0]):
+                g = torch.autograd.grad(objectives[i], shared, retain_graph=True, allow_unused=True)
+                rows.append(torch.cat([(x if x is not None else torch.zeros_like(p)).reshape(-1) for x, p in zip(g, shared)]))
+            return torch.stack(rows)
+        return torch.cat([(g if g is not None else torch.zeros(eye.shape[0], *p.shape)).reshape(eye.shape[0], -1)
+                          for g, p in zip(grads, shared)], dim=1)
+
+    def solve(self, grads: Tensor) -> tuple[Tensor, Tensor]:
+        if self.cfg.solver == "cvxpy":
+            c = torch.as_tensor(min_norm_coefficients_cvxpy(grads.detach()), dtype=grads.dtype, device=grads.device)
+            return c @ grads, c
+        return consensus_direction(grads)
+
+    def actor_regulariser(self) -> Tensor | float:
+        """``-κ <θ, u*>`` (summed over the agents' heads in the heads space)."""
+        if self.u is None or self.cfg.kappa == 0:
+            return 0.0
+        total = sum((p * u).sum() for agent in self.space_parameters() for p, u in zip(agent, self.u))
+        return -self.cfg.kappa * total
+
+    def update_policy(self, chunks: Chunks) -> dict[str, float]:
+        t0 = time.perf_counter()
+        grads = self.local_gradients(chunks).detach()
+        t1 = time.perf_counter()
+        u, c = self.solve(grads)
+        t2 = time.perf_counter()
+        shapes = [p.shape for p in self.space_parameters()[0]]
+        self.u = [chunk.reshape(shape) for chunk, shape in zip(torch.split(u, [s.numel() for s in shapes]), shapes)]
+        metrics = super().update_policy(chunks)
+        self.u = None
+        u_norm = float(u.norm())
+        cos = grads @ u / (grads.norm(dim=1) * u.norm()).clamp_min(1e-12)
+        entropy = float(-(c * torch.log(c.clamp_min(1e-12))).sum())
+        metrics.update({"grasp/c_entropy": entropy, "grasp/c_max": float(c.max()), "grasp/u_norm": u_norm,
+                        "grasp/min_cos": float(cos.min()) if u_norm > 0 else 0.0,
+                        "grasp/qp_ms": 1e3 * (t2 - t1), "grasp/grad_ms": 1e3 * (t1 - t0)})
+        return metrics
