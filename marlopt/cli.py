@@ -29,8 +29,9 @@ def choices(group: str) -> list[str]:
     return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
 
 
-def map_env(map_name: str) -> str:
-    return str(OmegaConf.load(CONFIG_DIR / "map" / f"{map_name}.yaml").get("map_env"))
+def map_envs(map_name: str) -> list[str]:
+    """The envs a map exists in (its YAML's ``map_envs``)."""
+    return [str(e) for e in OmegaConf.load(CONFIG_DIR / "map" / f"{map_name}.yaml").get("map_envs", [])]
 
 
 def parse_overrides(argv: list[str]) -> dict[str, str]:
@@ -56,14 +57,14 @@ def check_choices(argv: list[str]) -> None:
         selected[group] = values
     for env in selected["env"]:
         for map_name in selected["map"]:
-            owner = map_env(map_name)
-            if owner != env:
+            owners = map_envs(map_name)
+            if env not in owners:
                 if "map" not in given and "env" in given:
-                    valid = [m for m in choices("map") if map_env(m) == env]
-                    raise ConfigError(f"env={env} needs a map (the default map belongs to env={owner}); "
+                    valid = [m for m in choices("map") if env in map_envs(m)]
+                    raise ConfigError(f"env={env} needs a map (the default map belongs to env={owners[0]}); "
                                       f"valid maps for env={env}: {', '.join(valid)}")
-                raise ConfigError(f"map '{map_name}' belongs to env={owner}, not env={env}; "
-                                  f"use env={owner} map={map_name}")
+                raise ConfigError(f"map '{map_name}' belongs to env={'|'.join(owners)}, not env={env}; "
+                                  f"use env={owners[0]} map={map_name}")
 
 
 def compose(overrides: list[str]) -> DictConfig:

@@ -219,11 +219,11 @@ def _check_targets(rho_plus: Optional[float], rho_minus: Optional[float]) -> Non
 
 @dataclass
 class EnvConfig:
-    """Which env and map, and how the vector env runs. Map YAMLs fill ``map_name``/``map_env``."""
+    """Which env and map, and how the vector env runs. Map YAMLs fill ``map_name``/``map_envs``."""
 
     name: str = MISSING
     map_name: str = MISSING
-    map_env: str = MISSING  # the env the selected map belongs to (set by configs/map/*.yaml)
+    map_envs: list[str] = MISSING  # the envs the selected map exists in (set by configs/map/*.yaml)
     continuous: bool = False  # Box actions with a diagonal Gaussian policy (where supported)
     state_type: Optional[str] = None  # critic state where the env offers a choice: EP | FP (SMAC)
     vector: str = "auto"  # inproc | subproc | auto (subproc when it helps)
@@ -238,10 +238,10 @@ class EnvConfig:
 
     def __post_init__(self) -> None:
         _require(
-            self.map_env == self.name,
+            self.name in self.map_envs,
             "map",
-            f"map '{self.map_name}' belongs to env={self.map_env}, not env={self.name}; "
-            f"use env={self.map_env} map={self.map_name}",
+            f"map '{self.map_name}' belongs to env={'|'.join(self.map_envs)}, not env={self.name}; "
+            f"use env={self.map_envs[0]} map={self.map_name}",
         )
         _one_of(self.vector, ("auto", "inproc", "subproc"), "env.vector")
         _nonnegative(self.n_workers, "env.n_workers")

@@ -156,7 +156,11 @@ def _wolfe(P: np.ndarray, tol: float) -> np.ndarray:
         # pass drops at least one point, so len(S) passes suffice.
         stalled = False
         for _minor in range(S.size + 1):
+            # a ∝ B 1, plus one step of iterative refinement against A_SS itself: an explicit
+            # (updated) inverse alone leaves a residual ~ cond(A_SS) eps, the refined solve a
+            # backward-stable one (KKT equalities on S to ~eps even for ill-conditioned corrals).
             row = B.sum(1)
+            row = row + B @ (1.0 - A.take(S, 0).take(S, 1) @ row)
             alpha = row / row.sum()
             if alpha.min() > 0.0:
                 lam = alpha
