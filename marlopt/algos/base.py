@@ -95,7 +95,7 @@ class OnPolicyRule:
         self.spec, self.cfg, self.model_cfg, self.device = spec, algo, model, device
         self.actor = Actor(spec, model).to(device)
         self.critic = Critic(spec, model).to(device)
-        self.value_norm = ValueNorm(1).to(device) if algo.use_valuenorm else None
+        self.value_norm = ValueNorm().to(device) if algo.use_valuenorm else None  # scalar statistics
         self.actor_optim = self.make_actor_optimiser()
         self.critic_optim = torch.optim.Adam(self.critic.parameters(), lr=algo.critic_lr, eps=algo.adam_eps)
         self.chunk_length = model.data_chunk_length if model.recurrent else 1

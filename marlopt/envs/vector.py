@@ -59,6 +59,7 @@ import logging
 import multiprocessing as mp
 import os
 import pickle
+import select
 import signal
 import sys
 import time
@@ -453,6 +454,8 @@ class _Worker:
         self.generation = 0
         self.restarts_seen = 0  # env restarts its current process has reported
         self.awaiting = False  # a reply is owed (still True if the parent was interrupted)
+        self.poller: Any = None  # select.poll on the pipe (where available)
+        self.reading = False  # inside a read (if interrupted there, the pipe state is unknown)
         self.buf: bytearray | None = None  # the step reply block and views on it
         self.restarts_view: np.ndarray | None = None
         self.views: tuple[np.ndarray, ...] = ()
@@ -773,6 +776,8 @@ class VectorEnv:
         for w in self._workers:
             if w.awaiting:
                 try:
+                    if w.reading:  # interrupted inside a read: the pipe may hold half a message
+                        raise _WorkerLost("interrupted while reading its reply")
                     self._wait(w, self._deadline(self._slow_timeout))
                     w.conn.recv_bytes()
                     w.awaiting = False
@@ -839,7 +844,12 @@ class VectorEnv:
         )
         proc.start()
         child.close()  # so that the worker's death reads as EOF here
-        w.proc, w.conn, w.pid, w.restarts_seen, w.awaiting = proc, parent, proc.pid, 0, False
+        w.proc, w.conn, w.pid, w.restarts_seen = proc, parent, proc.pid, 0
+        w.awaiting = w.reading = False
+        w.poller = None
+        if hasattr(select, "poll"):
+            w.poller = select.poll()
+            w.poller.register(parent.fileno(), select.POLLIN | select.POLLPRI)
 
     def _await_ready(self, w: _Worker) -> EnvSpec:
         msg = self._recv(w, self._deadline(self._slow_timeout), raise_worker_errors=False)
@@ -875,8 +885,17 @@ class VectorEnv:
         return None if timeout is None else time.monotonic() + timeout
 
     def _wait(self, w: _Worker, deadline: float | None) -> None:
+        """Wait until ``w`` has something to read (a reply, or EOF if it died) or the deadline.
+
+        Waiting before reading keeps a Ctrl-C out of the read itself (a half-read message would
+        desynchronise the pipe).
+        """
         timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-        if not w.conn.poll(timeout):
+        if w.poller is not None:  # a persistent select.poll: far cheaper than Connection.poll
+            ready = w.poller.poll(None if timeout is None else int(np.ceil(timeout * 1000)))
+        else:
+            ready = w.conn.poll(timeout)
+        if not ready:
             raise _WorkerLost(f"env worker {w.index} (pid {w.pid}) did not answer in time")
 
     def _lost(self, w: _Worker, err: BaseException) -> _WorkerLost:
@@ -890,8 +909,9 @@ class VectorEnv:
         """Receive one pickled reply (raises ``_WorkerLost`` if the worker died or timed out)."""
         try:
             self._wait(w, deadline)
+            w.reading = True
             msg = w.conn.recv()
-            w.awaiting = False
+            w.reading = w.awaiting = False
         except _WorkerLost:
             raise
         except Exception as err:  # noqa: BLE001 - EOF / broken pipe / truncated message
@@ -904,11 +924,13 @@ class VectorEnv:
         """Receive one step block into ``w.buf`` (raises ``_WorkerLost``/``RuntimeError``)."""
         try:
             self._wait(w, deadline)
-            w.awaiting = False  # a reply arrives (or the worker is gone): nothing more is owed
+            w.reading = True
             n = w.conn.recv_bytes_into(w.buf)
+            w.reading = w.awaiting = False
         except _WorkerLost:
             raise
         except mp.BufferTooShort as err:  # a pickled error longer than the block
+            w.reading = w.awaiting = False
             msg = pickle.loads(err.args[0])
             raise RuntimeError(f"env worker {w.index} failed:\n{msg[1]}") from None
         except Exception as err:  # noqa: BLE001
@@ -989,4 +1011,9 @@ class VectorEnv:
                 parts[w.index] = w.views
         if len(workers) == 1:
             return [np.array(x) for x in parts[0]]  # copy: the block is reused
-        return [np.concatenate([parts[w.index][k] for w in workers]) for k in range(_N_FIELDS)]
+        out = _alloc(self.num_envs, self._fields)
+        for w in workers:
+            lo, hi, part = w.lo, w.hi, parts[w.index]
+            for k in range(_N_FIELDS):
+                out[k][lo:hi] = part[k]
+        return list(out)

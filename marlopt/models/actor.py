@@ -87,7 +87,7 @@ class Actor(nn.Module):
 
     # -- forward passes -------------------------------------------------------------------------
     def distribution(self, feats: Tensor, avail: Tensor | None) -> MaskedCategorical | DiagGaussian:
-        out = self.head(feats)
+        out = self.head.forward(feats)
         if self.continuous:
             if len(self.log_std) == 1:
                 log_std = self.log_std[0]

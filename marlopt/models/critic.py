@@ -41,7 +41,7 @@ class Critic(nn.Module):
         if self.use_agent_id:
             state = with_agent_id(state, self.n_agents)
         feats, h = self.trunk(state, h, starts)
-        return self.head(feats).squeeze(-1), h
+        return self.head.forward(feats).squeeze(-1), h
 
     @torch.no_grad()
     def value(self, state: Tensor, h: Tensor | None) -> tuple[Tensor, Tensor | None]:

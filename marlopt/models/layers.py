@@ -28,17 +28,27 @@ class GroupedModule(nn.Module):
     groups: int
     only: int | None = None
 
-    def _pick(self, params: nn.ParameterList, x: Tensor) -> Tensor:
+    def _pick(self, params: nn.Parameter | nn.ParameterList, x: Tensor) -> Tensor:
         """The weights for input ``x[..., n, F]``: shared, one agent's, or all stacked."""
         if self.groups == 1:
-            return params[0]
+            return params  # type: ignore[return-value]
         if self.only is not None and x.shape[-2] == 1:
-            return params[self.only]
-        return _stack(params)
+            return params[self.only]  # type: ignore[index]
+        return _stack(params)  # type: ignore[arg-type]
+
 
     def group_parameters(self, group: int) -> list[nn.Parameter]:
         """The parameters that belong to agent group ``group`` (for per-agent optimisers)."""
+        if self.groups == 1:
+            return list(self.parameters())
         return [p for name, p in self.named_parameters() if name.split(".")[-1] == str(group)]
+
+
+def _grouped(tensors: list[Tensor]) -> nn.Parameter | nn.ParameterList:
+    """One plain parameter when shared (fast attribute access in rollouts), else one per group."""
+    if len(tensors) == 1:
+        return nn.Parameter(tensors[0])
+    return nn.ParameterList([nn.Parameter(t) for t in tensors])
 
 
 def _stack(params: nn.ParameterList) -> Tensor:
@@ -55,9 +65,9 @@ class GroupedLinear(GroupedModule):
         for _ in range(groups):
             w = torch.empty(out_features, in_features)
             nn.init.orthogonal_(w, gain=gain)
-            weights.append(nn.Parameter(w.t().contiguous()))
-        self.weight = nn.ParameterList(weights)
-        self.bias = nn.ParameterList([nn.Parameter(torch.zeros(out_features)) for _ in range(groups)])
+            weights.append(w.t().contiguous())
+        self.weight = _grouped(weights)
+        self.bias = _grouped([torch.zeros(out_features) for _ in range(groups)])
 
     def forward(self, x: Tensor) -> Tensor:
         if self.groups == 1 or (self.only is not None and x.shape[-2] == 1):
@@ -76,8 +86,8 @@ class GroupedLayerNorm(GroupedModule):
     def __init__(self, groups: int, features: int, eps: float = 1e-5):
         super().__init__()
         self.groups, self.features, self.eps = groups, features, eps
-        self.weight = nn.ParameterList([nn.Parameter(torch.ones(features)) for _ in range(groups)])
-        self.bias = nn.ParameterList([nn.Parameter(torch.zeros(features)) for _ in range(groups)])
+        self.weight = _grouped([torch.ones(features) for _ in range(groups)])
+        self.bias = _grouped([torch.zeros(features) for _ in range(groups)])
 
     def forward(self, x: Tensor) -> Tensor:
         if self.groups == 1 or (self.only is not None and x.shape[-2] == 1):
@@ -100,7 +110,7 @@ class GroupedGRUCell(GroupedModule):
 
     def step(self, gates_x: Tensor, h: Tensor) -> Tensor:
         """One step given the precomputed input gates ``x W_i + b_i``."""
-        gates_h = self.hidden_map(h)
+        gates_h = self.hidden_map.forward(h)
         xr, xz, xn = gates_x.chunk(3, dim=-1)
         hr, hz, hn = gates_h.chunk(3, dim=-1)
         r = torch.sigmoid(xr + hr)
@@ -116,7 +126,7 @@ class GroupedGRUCell(GroupedModule):
         the step, so a chunk never carries memory across an episode boundary).
         Returns outputs ``[L, B, N, H]`` and the final hidden state.
         """
-        gates_x = self.input_map(x)
+        gates_x = self.input_map.forward(x)
         outs = []
         for t in range(x.shape[0]):
             if starts is not None:
@@ -126,5 +136,4 @@ class GroupedGRUCell(GroupedModule):
         return torch.stack(outs), h
 
 
-def activation(name: str) -> nn.Module:
-    return {"relu": nn.ReLU(), "tanh": nn.Tanh()}[name]
+ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh}

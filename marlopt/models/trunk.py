@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from marlopt.config import ModelConfig
-from marlopt.models.layers import GroupedGRUCell, GroupedLayerNorm, GroupedLinear, activation
+from marlopt.models.layers import ACTIVATIONS, GroupedGRUCell, GroupedLayerNorm, GroupedLinear
 
 
 class Trunk(nn.Module):
@@ -20,14 +20,15 @@ class Trunk(nn.Module):
         super().__init__()
         self.groups = groups
         self.input_norm = GroupedLayerNorm(groups, in_features) if cfg.feature_norm else None
-        layers: list[nn.Module] = []
+        self.linears = nn.ModuleList()
+        self.norms = nn.ModuleList()
         width = in_features
         for size in cfg.hidden_sizes:
-            layers += [GroupedLinear(groups, width, size), activation(cfg.activation)]
+            self.linears.append(GroupedLinear(groups, width, size))
             if cfg.layer_norm:
-                layers.append(GroupedLayerNorm(groups, size))
+                self.norms.append(GroupedLayerNorm(groups, size))
             width = size
-        self.mlp = nn.Sequential(*layers)
+        self.act = ACTIVATIONS[cfg.activation]
         self.recurrent = cfg.recurrent
         self.hidden_size = cfg.rnn_hidden if cfg.recurrent else 0
         if cfg.recurrent:
@@ -37,9 +38,14 @@ class Trunk(nn.Module):
         self.out_features = width
 
     def forward(self, x: Tensor, h: Tensor | None, starts: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        # layers' forward() called directly: rollouts run this every env step, and the generic
+        # nn.Module call machinery costs more than the arithmetic of these small layers
         if self.input_norm is not None:
-            x = self.input_norm(x)
-        x = self.mlp(x)
+            x = self.input_norm.forward(x)
+        for k, linear in enumerate(self.linears):
+            x = self.act(linear.forward(x))
+            if len(self.norms):
+                x = self.norms[k].forward(x)
         if not self.recurrent:
             return x, h
         assert h is not None, "a recurrent trunk needs its hidden state"

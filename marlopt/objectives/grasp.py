@@ -28,7 +28,9 @@ the point that most violates the KKT condition above, and stops when
 deterministic and never needs ``P`` to be invertible, so rank-deficient ``P`` (duplicated
 rows, ``n > p``, opposed or zero gradients) are handled exactly. It is started from the whole
 set when the gradients are affinely independent (one solve then usually suffices) and from
-the vertex of the shortest gradient otherwise.
+the vertex of the shortest gradient otherwise; ``n = 2`` uses the closed form
+``c_1 = clip((g_2 - g_1) . g_2 / ||g_1 - g_2||^2, 0, 1)``. Cost: one ``n x n`` Gram matrix plus
+one small LAPACK solve per active-set change (well under a millisecond for ``n <= 30``).
 
 Non-unique ``c*`` (affinely dependent gradients): the returned ``c`` is the one Wolfe's
 algorithm reaches from that deterministic start. In particular for identical gradients and for
@@ -104,49 +106,44 @@ def _gram(grads: Tensor, dtype: torch.dtype) -> Tensor:
 # ---------------------------------------------------------------------------------------------
 # Wolfe's min-norm-point algorithm on a (normalised) Gram matrix, float64 numpy
 # ---------------------------------------------------------------------------------------------
-def _inverse(A_S: np.ndarray, pivot_tol: float = 1e-14) -> np.ndarray | None:
-    """``A_S^{-1}`` for a positive definite ``A_S``, or ``None`` when ``A_S`` is not numerically
-    positive definite (a Cholesky pivot, i.e. a squared distance of a point ``(1, g_i)`` from the
-    span of the preceding ones, at or below ``pivot_tol``)."""
+def _affine_minimizer(A_S: np.ndarray) -> np.ndarray | None:
+    """Weights ``a`` (summing to 1) of the min-norm point of the affine hull of the corral S:
+    ``min a^T P_SS a  s.t.  1^T a = 1``. With ``A_S = P_SS + 1 1^T`` this is ``A_S a ∝ 1``, a
+    system that is nonsingular exactly when the corral is affinely independent (Wolfe's
+    "append a 1 to every point" trick); a least-squares solve covers numerical dependence."""
+    ones = np.ones(A_S.shape[0])
     try:
-        L = np.linalg.cholesky(A_S)
+        a = np.linalg.solve(A_S, ones)
+        s = a.sum()
+        if np.isfinite(s) and s > 0.0:
+            return a / s
     except np.linalg.LinAlgError:
-        return None
-    if not float(L.diagonal().min()) ** 2 > pivot_tol:
-        return None
-    B = np.linalg.inv(A_S)
-    return B if np.isfinite(B).all() else None
+        pass
+    a = np.linalg.lstsq(A_S, ones, rcond=None)[0]
+    s = a.sum()  # = 1^T A_S^+ 1 > 0 in exact arithmetic (1 lies in the range of A_S)
+    return a / s if np.isfinite(s) and s > 0.0 else None
 
 
 def _wolfe(P: np.ndarray, tol: float) -> np.ndarray:
     """Wolfe's algorithm on a PSD ``P`` with ``max(diag P) == 1``. Returns ``c`` on the simplex.
 
-    Corral ``S`` (affinely independent), weights ``lam > 0`` on ``S`` summing to 1, current
-    point ``x = sum_S lam_s g_s``. The affine minimiser of ``S`` (``min a^T P_SS a`` s.t.
-    ``1^T a = 1``) solves ``A_SS a ∝ 1`` with ``A = P + 1 1^T`` (Wolfe's "append a 1 to every
-    point" trick: ``A_SS`` is nonsingular exactly when ``S`` is affinely independent), so
-    ``a = B 1 / (1^T B 1)`` with ``B = A_SS^{-1}``. ``B`` is kept up to date by O(k^2)
-    bordering/deflation updates when a point enters or leaves; it is recomputed from scratch
-    before the solution is accepted (and whenever an update looks ill-conditioned), so the
-    final optimality test is always made with a freshly solved affine minimiser.
-    """
+    Invariants: ``S`` (the corral) is affinely independent, ``lam > 0`` on ``S`` sums to 1 and
+    ``x = sum_S lam_s g_s``; ``||x||`` decreases strictly from one major cycle to the next."""
     n = P.shape[0]
     A = P + 1.0  # Gram matrix of the points (1, g_i)
-    pivot_tol = _FULL_START_PIVOT
 
     # Starting corral: the whole set when affinely independent (Cholesky pivots of A bounded
-    # away from 0); else the vertex of the shortest gradient, ties (to tol: BLAS rounding can
-    # make equal rows' norms differ in the last bit) going to the lowest index.
-    B = _inverse(A, pivot_tol)
-    if B is not None:
-        S = np.arange(n)
-        lam = np.full(n, 1.0 / n)
-    else:
-        diag = P.diagonal()
-        S = np.array([int(np.argmax(diag <= diag.min() + tol))])
-        lam = np.ones(1)
-        B = np.array([[1.0 / A[S[0], S[0]]]])
-    fresh = True  # B was computed directly (not by updates)
+    # away from 0), else the vertex of the shortest gradient; ties (to tol: BLAS rounding can
+    # make equal rows' norms differ in the last bit) go to the lowest index.
+    diag = P.diagonal()
+    S = np.array([int(np.argmax(diag <= diag.min() + tol))])
+    lam = np.ones(1)
+    try:
+        if float(np.diag(np.linalg.cholesky(A)).min()) ** 2 > _FULL_START_PIVOT:
+            S = np.arange(n)
+            lam = np.full(n, 1.0 / n)
+    except np.linalg.LinAlgError:
+        pass
 
     best_lam, best_S, best_val = lam, S, np.inf
     just_added = -1
@@ -155,13 +152,11 @@ def _wolfe(P: np.ndarray, tol: float) -> np.ndarray:
         # whose weight reaches zero, until the affine minimiser lies inside the corral. Each
         # pass drops at least one point, so len(S) passes suffice.
         stalled = False
-        for _minor in range(S.size + 1):
-            # a ∝ B 1, plus one step of iterative refinement against A_SS itself: an explicit
-            # (updated) inverse alone leaves a residual ~ cond(A_SS) eps, the refined solve a
-            # backward-stable one (KKT equalities on S to ~eps even for ill-conditioned corrals).
-            row = B.sum(1)
-            row = row + B @ (1.0 - A.take(S, 0).take(S, 1) @ row)
-            alpha = row / row.sum()
+        for _minor in range(S.size):
+            alpha = _affine_minimizer(A.take(S, 0).take(S, 1))
+            if alpha is None:  # numerical breakdown: stop at the current (feasible) iterate
+                stalled = True
+                break
             if alpha.min() > 0.0:
                 lam = alpha
                 break
@@ -170,70 +165,33 @@ def _wolfe(P: np.ndarray, tol: float) -> np.ndarray:
             ratios = np.where(den > 0.0, lam[idx] / np.where(den > 0.0, den, 1.0), 0.0)
             r = int(np.argmin(ratios))
             theta, drop = float(ratios[r]), int(idx[r])
-            stalled = theta <= 0.0 and int(S[drop]) == just_added
-            if stalled and not fresh:
-                # Confirm with a freshly computed inverse before rejecting the entering point.
-                B_new = _inverse(A.take(S, 0).take(S, 1))
-                if B_new is not None:
-                    B, fresh = B_new, True
-                    continue
-            if not stalled:
-                lam = lam + theta * (alpha - lam)
+            if theta <= 0.0 and int(S[drop]) == just_added:
+                # The entering point gets no weight (numerical optimum): undo its entry.
+                S = np.delete(S, drop)
+                lam = np.delete(lam, drop)
+                stalled = True
+                break
+            lam = lam + theta * (alpha - lam)
             lam[drop] = 0.0
             keep = lam > 0.0
-            keep[drop] = False
-            # Deflate B = A_SS^{-1} by the dropped rows (one at a time: exact block formula).
-            for k in np.flatnonzero(~keep)[::-1]:
-                m = np.ones(S.size, dtype=bool)
-                m[k] = False
-                B = B[m][:, m] - np.outer(B[m, k], B[k, m]) / B[k, k]
-                S, lam = S[m], lam[m]
-                keep = keep[m]
-            fresh = False
-            lam = lam / lam.sum()
-            if stalled:  # the entering point gets no weight (numerical optimum): undo its entry
-                break
+            S = S[keep]
+            lam = lam[keep] / lam[keep].sum()
         # ---- major cycle: optimality test, then the most violating point enters.
         Px = P.take(S, 1) @ lam  # g_j . x for every j
         xx = float(Px.take(S) @ lam)  # ||x||^2
-        j = int(np.argmin(Px))
-        optimal = stalled or Px[j] >= xx - tol or j in S
-        if optimal and not fresh:
-            # Confirm with a freshly computed inverse before accepting the solution.
-            B_new = _inverse(A.take(S, 0).take(S, 1))
-            if B_new is not None:
-                B, fresh = B_new, True
-                just_added = -1
-                continue
         if xx > best_val + tol:
             # No decrease (P numerically not PSD): keep the best iterate found.
             lam, S = best_lam, best_S
             break
-        if xx <= best_val:
-            best_lam, best_S, best_val = lam, S, xx
-        if optimal:
+        best_lam, best_S, best_val = lam, S, xx
+        if stalled:
             break
-        # Border B with the entering point j (Schur complement s = squared distance of (1, g_j)
-        # from the span of the corral's points).
-        b = A[S, j]
-        Bb = B @ b
-        s = float(A[j, j] - b @ Bb)
+        j = int(np.argmin(Px))
+        if Px[j] >= xx - tol or j in S:
+            break
         S = np.append(S, j)
         lam = np.append(lam, 0.0)
         just_added = j
-        if s > pivot_tol:
-            k = S.size
-            B_new = np.empty((k, k))
-            B_new[:-1, :-1] = B + np.outer(Bb, Bb) / s
-            B_new[:-1, -1] = B_new[-1, :-1] = -Bb / s
-            B_new[-1, -1] = 1.0 / s
-            B, fresh = B_new, False
-        else:
-            B_new = _inverse(A.take(S, 0).take(S, 1))
-            if B_new is None:  # j is (numerically) in the corral's affine hull: stop
-                S, lam = S[:-1], lam[:-1]
-                break
-            B, fresh = B_new, True
     c = np.zeros(n)
     c[S] = np.maximum(lam, 0.0)
     return c / c.sum()

@@ -266,10 +266,15 @@ class OnPolicyRunner:
     def _load(self, payload: dict[str, Any]) -> None:
         self.rule.load_state_dict(payload["rule"])
         self._refresh_rollout_nets()
-        self.envs.set_state(decode_numpy(payload["envs"]))
+        restored = self.envs.set_state(decode_numpy(payload["envs"]))
         self.carry = {k: v.clone() for k, v in payload["carry"].items()}
-        self.carry.setdefault("h_actor", None)
-        self.carry.setdefault("h_critic", None)
+        # envs that cannot be pickled (StarCraft II) were reset instead: start a new episode there
+        for e in np.flatnonzero(self.envs.last_restore_reset):
+            for key, value in zip(("obs", "state", "avail", "active"), restored):
+                self.carry[key][e] = torch.from_numpy(np.asarray(value[e]))
+            self.carry["h_actor"][e] = 0.0
+            self.carry["h_critic"][e] = 0.0
+            self.carry["starts"][e] = 1.0
         n = payload["counters"]
         self.frames, self.iteration, self.episodes = n["frames"], n["iteration"], n["episodes"]
         self._next_save, self._next_latest = n["next_save"], n["next_latest"]

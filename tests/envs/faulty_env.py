@@ -31,7 +31,9 @@ class ToyEnv(MultiAgentEnv):
         fail: str | None = None,
         fail_at: int = 3,
         once_path: str | None = None,
+        picklable: bool = True,
     ) -> None:
+        self.picklable = picklable
         self.spec = EnvSpec(
             n_agents=n_agents,
             obs_dim=5,
@@ -112,5 +114,14 @@ class ToyEnv(MultiAgentEnv):
         return StepResult(obs, state, avail, reward, terminated, truncated, info)
 
 
+    def get_state(self) -> bytes | None:
+        return super().get_state() if self.picklable else None
+
+
 def make_toy(**kwargs: Any) -> ToyEnv:
     return ToyEnv(**kwargs)
+
+
+def make(map_name: str, continuous: bool = False, **options: Any) -> ToyEnv:
+    """The registry-style maker (``map_name`` and ``continuous`` ignored)."""
+    return ToyEnv(**options)

@@ -34,12 +34,12 @@ def test_grouped_gru_matches_torch_gru_cell():
     torch.manual_seed(0)
     cell = GroupedGRUCell(1, 5, 8)
     ref = torch.nn.GRUCell(5, 8)
-    w_ih, w_hh = cell.input_map.weight[0].t(), cell.hidden_map.weight[0].t()
+    w_ih, w_hh = cell.input_map.weight.t(), cell.hidden_map.weight.t()
     with torch.no_grad():
         ref.weight_ih.copy_(w_ih)
         ref.weight_hh.copy_(w_hh)
-        ref.bias_ih.copy_(cell.input_map.bias[0])
-        ref.bias_hh.copy_(cell.hidden_map.bias[0])
+        ref.bias_ih.copy_(cell.input_map.bias)
+        ref.bias_hh.copy_(cell.hidden_map.bias)
     x, h = torch.randn(4, 2, 1, 5), torch.randn(2, 1, 8)
     out, _ = cell(x, h)
     hr = h[:, 0]
@@ -67,6 +67,12 @@ def test_agent_parameters_touch_only_that_agent(sharing):
         for p in actor.agent_parameters(i):
             assert p.grad is None or torch.all(p.grad == 0), "agent 1's loss moved another agent's parameters"
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in actor.parameters() if id(p) in own)
+
+
+def test_single_agent_separate_actor_owns_all_its_parameters():
+    spec = EnvSpec(n_agents=1, obs_dim=5, state_dim=7, n_actions=4, episode_limit=10)
+    actor = Actor(spec, model_cfg(sharing="separate"))
+    assert {id(p) for p in actor.agent_parameters(0)} == {id(p) for p in actor.parameters()}
 
 
 def test_separate_actors_are_distinct_networks():

@@ -1,0 +1,146 @@
+"""Side-by-side learning comparisons: algorithms × seeds at equal frames, through the real CLI.
+
+    python scripts/compare.py --name spread --algos mappo maspo mars --seeds 0 1 2 \
+        --frames 100000 -- env=mpe map=simple_spread
+    python scripts/compare.py --name spread --report     # aggregate + plots from existing runs
+
+Each run goes to ``runs/compare/<name>/<algo>/seed<k>`` (skipped when already finished). The
+report gives, per algorithm, the final greedy evaluation return (mean over seeds ± a Student-t 95%
+interval — with 3 seeds the t quantile is 4.30, not 1.96) and the mean training return over the
+last 20% of frames, writes ``docs/<name>.json`` and plots ``docs/<name>_return.png`` and, for the
+ratio diagnostics, ``docs/<name>_ratios.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_dir(name: str, algo: str, seed: int) -> Path:
+    return REPO / "runs" / "compare" / name / algo / f"seed{seed}"
+
+
+def read(path: Path) -> list[dict]:
+    return [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines() if line.strip()]
+
+
+def finished(path: Path) -> bool:
+    return (path / "metrics.jsonl").is_file() and any("eval/return_mean" in r for r in read(path)[-1:])
+
+
+def launch(name: str, algo: str, seed: int, frames: int, overrides: list[str]) -> float:
+    out = run_dir(name, algo, seed)
+    if finished(out):
+        return 0.0
+    cmd = [sys.executable, "-m", "marlopt.train", f"algo={algo}", f"seed={seed}", f"total_steps={frames}",
+           "progress=false", "eval_episodes=32", f"hydra.run.dir={out}", *overrides]
+    t0 = time.perf_counter()
+    subprocess.run(cmd, cwd=REPO, check=True)
+    return time.perf_counter() - t0
+
+
+def t_interval(values: list[float]) -> tuple[float, float]:
+    """Mean and half-width of the Student-t 95% interval over seeds."""
+    from scipy import stats
+
+    x = np.asarray(values, dtype=float)
+    if len(x) < 2:
+        return float(x.mean()), float("nan")
+    return float(x.mean()), float(stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x)))
+
+
+def curve(rows: list[dict], key: str, grid: np.ndarray) -> np.ndarray:
+    pts = [(r["step"], r[key]) for r in rows if key in r]
+    if not pts:
+        return np.full_like(grid, np.nan, dtype=float)
+    steps, vals = map(np.asarray, zip(*pts))
+    return np.interp(grid, steps, vals)
+
+
+def report(name: str, algos: list[str], seeds: list[int], title: str) -> dict:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summary: dict[str, dict] = {}
+    runs = {a: {s: read(run_dir(name, a, s)) for s in seeds if finished(run_dir(name, a, s))} for a in algos}
+    frames = max(r[-1]["step"] for per in runs.values() for r in per.values())
+    grid = np.linspace(frames / 50, frames, 50)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    has_ratios = any("ratio/max" in row for per in runs.values() for r in per.values() for row in r)
+    fig_r, axes_r = plt.subplots(1, 2, figsize=(10, 4)) if has_ratios else (None, None)
+    for algo, per_seed in runs.items():
+        if not per_seed:
+            continue
+        finals = [r[-1]["eval/return_mean"] for r in per_seed.values()]
+        late = [np.mean([row["train/return_mean"] for row in r if "train/return_mean" in row
+                         and row["step"] >= 0.8 * frames]) for r in per_seed.values()]
+        mean, half = t_interval(finals)
+        late_mean, late_half = t_interval(late)
+        summary[algo] = {"seeds": len(finals), "eval_return_mean": mean, "eval_return_ci95": half,
+                         "eval_returns": finals, "train_return_last20pct": late_mean, "train_return_ci95": late_half}
+        curves = np.stack([curve(r, "train/return_mean", grid) for r in per_seed.values()])
+        m = curves.mean(0)
+        ax.plot(grid, m, label=f"{algo} (n={len(finals)})")
+        if len(finals) > 1:
+            _, h = zip(*[t_interval(list(c)) for c in curves.T])
+            ax.fill_between(grid, m - np.asarray(h), m + np.asarray(h), alpha=0.2)
+        if has_ratios:
+            for k, key in enumerate(("ratio/max", "ratio/min")):
+                rc = np.stack([curve(r, key, grid) for r in per_seed.values()])
+                axes_r[k].plot(grid, rc.mean(0), label=algo)
+                summary[algo][key.replace("/", "_") + "_extreme"] = float(rc.max() if k == 0 else rc.min())
+    ax.set_xlabel("env frames")
+    ax.set_ylabel("training return (team)")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    docs = REPO / "docs"
+    fig.savefig(docs / f"{name}_return.png", dpi=110)
+    if has_ratios:
+        for k, label in enumerate(("max per-sample ratio per update", "min per-sample ratio per update")):
+            axes_r[k].set_title(label)
+            axes_r[k].set_xlabel("env frames")
+            axes_r[k].legend()
+        axes_r[1].set_yscale("log")
+        fig_r.tight_layout()
+        fig_r.savefig(docs / f"{name}_ratios.png", dpi=110)
+    (docs / f"{name}.json").write_text(json.dumps({"frames": frames, "title": title, "results": summary}, indent=2) + "\n")
+    return summary
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--name", required=True)
+    p.add_argument("--algos", nargs="+", default=["mappo"])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--frames", type=int, default=100_000)
+    p.add_argument("--title", default="")
+    p.add_argument("--report", action="store_true", help="only aggregate and plot existing runs")
+    p.add_argument("overrides", nargs="*", help="config overrides after --, e.g. env=mpe map=simple_spread")
+    args = p.parse_args()
+    if not args.report:
+        for seed in args.seeds:
+            for algo in args.algos:
+                secs = launch(args.name, algo, seed, args.frames, args.overrides)
+                print(f"{algo} seed {seed}: {secs:.0f} s", flush=True)
+    summary = report(args.name, args.algos, args.seeds, args.title or args.name)
+    print("| algo | seeds | greedy eval return (mean ± t95) | train return, last 20% |")
+    print("|---|---|---|---|")
+    for algo, s in summary.items():
+        print(f"| {algo} | {s['seeds']} | {s['eval_return_mean']:.2f} ± {s['eval_return_ci95']:.2f} | "
+              f"{s['train_return_last20pct']:.2f} ± {s['train_return_ci95']:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
