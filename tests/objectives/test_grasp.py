@@ -268,6 +268,7 @@ def test_kkt_pareto_property(G: torch.Tensor) -> None:
     assert kkt_residual(G, c) <= 1e-10
 
 
+@pytest.mark.filterwarnings("ignore:Solution may be inaccurate")
 @settings(max_examples=30, deadline=None)
 @given(gradient_sets())
 def test_objective_not_worse_than_cvxpy(G: torch.Tensor) -> None:

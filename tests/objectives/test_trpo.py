@@ -198,7 +198,7 @@ def hatrpo_full_step(s: Setup, kl_threshold: float) -> tuple[torch.Tensor, float
     return full_step, float(g @ full_step), float(surr.detach())
 
 
-@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("seed", range(4))
 @pytest.mark.parametrize("blow_up", [1.0, 8.0])
 def test_line_search_accepted_step_satisfies_kl_bound(seed: int, blow_up: float) -> None:
     kl_threshold = 0.01
