@@ -35,7 +35,7 @@ def _error_line(capsys, argv: list[str]) -> str:
     ("argv", "expected"),
     [
         (["algo=nope"], "unknown algo 'nope'; valid choices: " + ", ".join(choices("algo"))),
-        (["env=nope"], "unknown env 'nope'; valid choices: games, mpe"),
+        (["env=nope"], "unknown env 'nope'; valid choices: " + ", ".join(choices("env"))),
         (["map=MMM9"], "unknown map 'MMM9'"),
         (["env=games", "map=simple_spread"], "map 'simple_spread' belongs to env=mpe, not env=games"),
         (["map=gpvd_matrix"], "use env=games map=gpvd_matrix"),
