@@ -265,6 +265,7 @@ class TrainConfig:
     log_interval: int = 1  # iterations between log events
     eval_interval: float = 0  # frames between greedy evaluations; 0 = only at the end
     eval_episodes: int = 16
+    eval_envs: int = 0  # envs evaluated in parallel; 0 = min(eval_episodes, 16) (SC2: a few)
     save_interval: float = 500_000  # frames between numbered checkpoints
     latest_interval: float = 50_000  # frames between refreshes of checkpoints/latest.pt
     resume: Optional[str] = None  # run directory to continue
@@ -285,6 +286,7 @@ class TrainConfig:
         _positive(self.log_interval, "log_interval")
         _nonnegative(self.eval_interval, "eval_interval")
         _positive(self.eval_episodes, "eval_episodes")
+        _nonnegative(self.eval_envs, "eval_envs")
         _positive(self.save_interval, "save_interval")
         _positive(self.latest_interval, "latest_interval")
         if self.max_iterations is not None:

@@ -24,10 +24,12 @@ def evaluate_run(run_dir: Path, episodes: int = 32, checkpoint: str = "latest", 
     from marlopt.algos.registry import build_rule
     from marlopt.checkpoint import load_checkpoint, resolve_checkpoint
     from marlopt.envs import env_fn
+    from marlopt.envs.registry import check_env
     from marlopt.evaluation import evaluate_policy
     from marlopt.seeding import EVAL_OFFSET, env_seeds
 
     _, cfg = load_run_config(run_dir)
+    check_env(cfg.env.name, cfg.env.map_name)
     path = resolve_checkpoint(run_dir, checkpoint)
     payload = load_checkpoint(path)
     options = cfg.env.maker_options()
@@ -37,7 +39,7 @@ def evaluate_run(run_dir: Path, episodes: int = 32, checkpoint: str = "latest", 
     probe.close()
     rule = build_rule(spec, cfg.algo, cfg.model, torch.device("cpu"))
     rule.load_state_dict(payload["rule"])
-    n = min(episodes, 16)
+    n = min(episodes, cfg.eval_envs or 16)
     seeds = env_seeds(cfg.seed if seed is None else seed, n, offset=EVAL_OFFSET + 10_000)
     result = evaluate_policy(rule.eval_actor, [make] * n, episodes, seeds, deterministic=not stochastic)
     result["frames"] = float(payload["counters"]["frames"])
@@ -62,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
         result = evaluate_run(Path(args["run"]), episodes, args.get("checkpoint", "latest"),
                               bool(parse_value(args.get("stochastic", "false"))),
                               None if "seed" not in args else int(parse_value(args["seed"])))  # type: ignore[arg-type]
-    except (ConfigError, CheckpointError) as exc:
+    except (ConfigError, CheckpointError, ImportError) as exc:
         fail(str(exc))
     line = f"return {result['return_mean']:.3f} ± {result['return_std']:.3f} over {int(result['episodes'])} episodes"
     if "win_rate" in result:

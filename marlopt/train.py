@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 
 from marlopt.cli import check_choices, compose, fail, load_run_config, parse_overrides
 from marlopt.config import ConfigError, TrainConfig, register_configs, to_objects
+from marlopt.envs.registry import check_env
 
 #: Keys a resumed run may change; everything else comes from the saved config.
 RESUMABLE_CHANGES = ("total_steps", "device", "progress", "max_iterations", "torch_threads")
@@ -77,8 +78,9 @@ def main(argv: list[str] | None = None) -> None:
             return
         check_choices(argv)
         if not MULTIRUN_FLAGS & set(argv):  # sweeps validate per job
-            to_objects(compose([a for a in argv if "=" in a and not a.lstrip("+~").startswith("hydra.")]))
-    except (ConfigError, CheckpointError) as exc:
+            typed = to_objects(compose([a for a in argv if "=" in a and not a.lstrip("+~").startswith("hydra.")]))
+            check_env(typed.env.name, typed.env.map_name)  # simulator installed?
+    except (ConfigError, CheckpointError, ImportError) as exc:
         fail(str(exc))
     except Exception as exc:  # noqa: BLE001 - Hydra/OmegaConf composition errors: one line
         if type(exc).__module__.split(".")[0] not in ("hydra", "omegaconf"):

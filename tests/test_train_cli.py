@@ -148,3 +148,14 @@ def test_corrupt_checkpoint_is_reported_and_kept(capsys, tmp_path):
     assert latest.read_bytes() == b"not a checkpoint", "the bad file must be left for inspection"
     proc = run_cli("marlopt.evaluate", f"run={run}", "checkpoint=step_999", cwd=tmp_path, check=False)
     assert proc.returncode == 2 and "available: latest, step_120" in proc.stderr
+
+
+def test_missing_simulator_is_one_line_with_the_fix(capsys, tmp_path, monkeypatch):
+    import importlib.util
+
+    if importlib.util.find_spec("smac") is not None:
+        pytest.skip("a smac package is importable here")
+    monkeypatch.chdir(tmp_path)
+    line = _error_line(capsys, ["algo=grasp", "env=smac", "map=MMM2"])
+    assert "smac" in line and "scripts/install_sc2.sh" in line
+    assert list(tmp_path.iterdir()) == []

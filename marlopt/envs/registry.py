@@ -41,6 +41,23 @@ def _resolve(env_name: str) -> Callable[..., MultiAgentEnv]:
     return getattr(module, function)
 
 
+def check_env(env_name: str, map_name: str) -> None:
+    """Fail early, in one line, when ``env_name``'s simulator is not installed.
+
+    Imports the wrapper module (which imports its simulator lazily) and calls its optional
+    ``check_available(map_name)``, which raises ``ImportError`` naming the fix; wrappers whose
+    simulator is a hard dependency (MPE) need none.
+    """
+    import importlib
+
+    module_name = ENV_MAKERS[env_name].partition(":")[0] if env_name in ENV_MAKERS else None
+    if module_name is None:
+        raise ValueError(f"unknown env {env_name!r}; valid envs: {sorted(ENV_MAKERS)}")
+    check = getattr(importlib.import_module(module_name), "check_available", None)
+    if check is not None:
+        check(map_name)
+
+
 def make_env(
     env_name: str, map_name: str, options: Mapping[str, Any] | None = None
 ) -> MultiAgentEnv:

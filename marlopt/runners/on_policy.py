@@ -240,7 +240,7 @@ class OnPolicyRunner:
 
     def evaluate(self, episodes: int | None = None) -> dict[str, float]:
         episodes = episodes or self.cfg.eval_episodes
-        n = min(episodes, 16)
+        n = min(episodes, self.cfg.eval_envs or 16)
         return evaluate_policy(self.rule.eval_actor, self.env_fns[:1] * n, episodes,
                                env_seeds(self.cfg.seed, n, offset=EVAL_OFFSET))
 
