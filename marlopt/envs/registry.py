@@ -41,6 +41,21 @@ def _resolve(env_name: str) -> Callable[..., MultiAgentEnv]:
     return getattr(module, function)
 
 
+#: Envs that also offer a natively batched vector env (``make_vector(map_name, n_envs, **options)``).
+VECTOR_MAKERS: dict[str, str] = {"smax": "marlopt.envs.smax:make_vector"}
+
+
+def make_vector_env(env_name: str, map_name: str, options: Mapping[str, Any] | None, n_envs: int) -> Any:
+    """A batched vector env with ``VectorEnv``'s API (``env.vector=batched``), where the env has one."""
+    import importlib
+
+    if env_name not in VECTOR_MAKERS:
+        raise ValueError(f"env.vector=batched: env={env_name} has no batched vector env "
+                         f"(available for: {', '.join(sorted(VECTOR_MAKERS))}); use inproc or subproc")
+    module_name, _, function = VECTOR_MAKERS[env_name].partition(":")
+    return getattr(importlib.import_module(module_name), function)(map_name, n_envs, **dict(options or {}))
+
+
 def check_env(env_name: str, map_name: str) -> None:
     """Fail early, in one line, when ``env_name``'s simulator is not installed.
 

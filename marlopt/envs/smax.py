@@ -25,7 +25,8 @@ Options (``make(map_name, **options)``; defaults are JaxMARL's SMAX benchmark se
   probability, shoot-or-move probability, radius, angle); ``avail`` is all True.
 - ``state_type`` (``"EP"``): the critic's state, see below.
 - ``max_steps`` (100): the episode limit, also ``spec.episode_limit`` (the same for every map, as
-  in JaxMARL; SMAC's per-map limits differ).
+  in JaxMARL; SMAC's per-map limits differ). Episodes are truncated after exactly ``max_steps``
+  steps (JaxMARL's own done flag comes one step later).
 - ``enemy_shoots`` (True), ``attack_mode`` (``"closest"`` | ``"random"``): the heuristic enemy.
 - ``see_enemy_actions`` (True), ``walls_cause_death`` (True), ``won_battle_bonus`` (1.0),
   ``observation_type`` (``"unit_list"`` | ``"conic"``): passed to SMAX.
@@ -60,7 +61,8 @@ Conventions:
   single env converts each output with ``np.asarray``; the vector env converts each *batched*
   output once (one ``np.asarray`` per field, never per env or agent).
 
-JAX and JaxMARL are imported when the first env is built (never by ``import marlopt.envs``). Only
+JAX and JaxMARL are imported when the first env is built (never by ``import marlopt.envs``);
+``check_available(map_name)`` tells whether they are installed without importing them. Only
 JaxMARL's SMAX modules are loaded (not its other environments, which cost ~10 s of import and
 print to stdout); see ``_load_smax``.
 """
@@ -70,6 +72,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import importlib.util
+import logging
 import os
 import pickle
 import sys
@@ -182,6 +185,7 @@ def _enable_compilation_cache(jax: Any) -> None:
 def _import_smax() -> tuple[Any, Any, Any]:
     """``(jax, jax.numpy, jaxmarl.environments.smax)``; ``ImportError`` with the install line."""
     global _SMAX_MODULE
+    logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)  # no "no TPU here" INFO lines
     try:
         import jax
         import jax.numpy as jnp
@@ -217,20 +221,29 @@ class SmaxConfig:
     device: str = "cpu"
 
 
+def _registered_scenarios() -> dict[str, Any]:
+    """JaxMARL's scenarios by name, in the SMAX modules already loaded (none are imported here).
+
+    A scenario added with ``jaxmarl.environments.smax.register_scenario`` (the user has imported
+    JaxMARL for that) is found in the user's copy of the module as well as in this wrapper's.
+    """
+    found: dict[str, Any] = {}
+    modules = [sys.modules.get("jaxmarl.environments.smax.smax_env")]
+    if _SMAX_MODULE is not None:
+        modules.append(_SMAX_MODULE.smax_env)
+    for module in modules:
+        found.update(getattr(module, "MAP_NAME_TO_SCENARIO", {}))
+    return found
+
+
 def _config(map_name: str, options: dict[str, Any]) -> SmaxConfig:
     """Check ``map_name`` and ``options``; raise ``ValueError`` naming the valid ones."""
     unknown = sorted(set(options) - set(_OPTIONS))
     if unknown:
         raise ValueError(f"unknown SMAX option(s) {unknown}; valid options: {list(_OPTIONS)}")
-    if map_name not in MAPS:
-        registered: list[str] = []
-        try:  # a scenario registered at run time with jaxmarl's register_scenario
-            registered = list(_import_smax()[2].smax_env.MAP_NAME_TO_SCENARIO)
-        except ImportError:
-            pass
-        if map_name not in registered:
-            valid = sorted(set(MAPS) | set(registered))
-            raise ValueError(f"unknown SMAX map {map_name!r}; valid maps: {valid}")
+    if map_name not in MAPS and map_name not in _registered_scenarios():
+        valid = sorted(set(MAPS) | set(_registered_scenarios()))
+        raise ValueError(f"unknown SMAX map {map_name!r}; valid maps: {valid}")
     opts = dict(options)
     state_type = opts.pop("state_type", None)
     state_type = "EP" if state_type is None else str(state_type).upper()
@@ -256,6 +269,17 @@ def _config(map_name: str, options: dict[str, Any]) -> SmaxConfig:
     return cfg
 
 
+def _jax_device(jax: Any, platform: str) -> Any:
+    """``jax.devices(platform)[0]``, without JAX's INFO line about each missing backend (TPU...)."""
+    logger = logging.getLogger("jax._src.xla_bridge")
+    level = logger.level
+    logger.setLevel(max(level, logging.WARNING))
+    try:
+        return jax.devices(platform)[0]
+    finally:
+        logger.setLevel(level)
+
+
 def seed_to_key(seed: int) -> np.ndarray:
     """The raw uint32[2] threefry key of a 64-bit seed (``jax.random.PRNGKey(seed)`` with x64 on).
 
@@ -278,11 +302,11 @@ class _Core:
         self.cfg = cfg
         self.jax = jax
         try:
-            self.device = jax.devices(cfg.device)[0]
+            self.device = _jax_device(jax, cfg.device)
         except RuntimeError as err:
             raise ValueError(f"SMAX device {cfg.device!r} is not available to JAX: {err}") from err
         env = smax.HeuristicEnemySMAX(
-            scenario=smax.map_name_to_scenario(cfg.map_name),
+            scenario=_registered_scenarios()[cfg.map_name],
             enemy_shoots=cfg.enemy_shoots,
             attack_mode=cfg.attack_mode,
             see_enemy_actions=cfg.see_enemy_actions,
@@ -341,14 +365,16 @@ class _Core:
         def step(key: Any, st: Any, actions: Any) -> tuple[Any, ...]:
             key, sub = jax.random.split(key)
             acts = {a: actions[i] for i, a in enumerate(agents)}
-            obs, st, rewards, dones, _ = env.step_env(sub, st, acts)
+            obs, st, rewards, _, _ = env.step_env(sub, st, acts)
             st = strong(st)
             o, s, avail, active = observe(st, obs)
             alive = st.state.unit_alive
             allies_dead = ~jnp.any(alive[:n])
             enemies_dead = ~jnp.any(alive[n:])
             terminated = allies_dead | enemies_dead
-            truncated = dones["__all__"] & ~terminated  # SMAX's only other end: the step limit
+            # The time limit after exactly max_steps steps. (JaxMARL's own done flag tests the step
+            # counter before incrementing it: its episodes run max_steps + 1 steps.)
+            truncated = (st.state.step >= cfg.max_steps) & ~terminated
             won = enemies_dead & ~allies_dead
             reward = rewards[agents[0]].astype(jnp.float32)  # identical for every ally
             return key, st, o, s, avail, active, reward, terminated, truncated, won
@@ -457,14 +483,8 @@ class SMAXEnv(MultiAgentEnv):
 
     # ------------------------------------------------------------------ exact resume
     def __getstate__(self) -> dict[str, Any]:
-        options = dataclasses.asdict(self.config)
-        return {
-            "map_name": options.pop("map_name"),
-            "options": options,
-            "key": None if self._key is None else np.array(self._key, dtype=np.uint32),
-            "leaves": None if self._state is None else self._core.leaves(self._state),
-            "needs_reset": self._needs_reset,
-        }
+        leaves = None if self._state is None else self._core.leaves(self._state)
+        return _pickled_state(self.config, self._key, leaves, self._needs_reset)
 
     def __setstate__(self, d: dict[str, Any]) -> None:
         self.__init__(d["map_name"], **d["options"])  # type: ignore[misc]
@@ -474,6 +494,44 @@ class SMAXEnv(MultiAgentEnv):
         if d["leaves"] is not None:
             self._state = core.unflatten([core.put(x) for x in d["leaves"]])
         self._needs_reset = d["needs_reset"]
+
+
+def _pickled_state(
+    config: SmaxConfig, key: Any, leaves: list[np.ndarray] | None, needs_reset: bool
+) -> dict[str, Any]:
+    """What an ``SMAXEnv`` pickles: its configuration, key and SMAX state leaves, as numpy."""
+    options = dataclasses.asdict(config)
+    return {
+        "map_name": options.pop("map_name"),
+        "options": options,
+        "key": None if key is None else np.array(key, dtype=np.uint32),
+        "leaves": leaves,
+        "needs_reset": needs_reset,
+    }
+
+
+def _unpickle_env(state: dict[str, Any]) -> SMAXEnv:
+    env = SMAXEnv.__new__(SMAXEnv)
+    env.__setstate__(state)
+    return env
+
+
+class _EnvBlob:
+    """Pickles as an ``SMAXEnv`` in the given state (built without an ``SMAXEnv`` instance)."""
+
+    def __init__(self, state: dict[str, Any]) -> None:
+        self.state = state
+
+    def __reduce__(self) -> tuple[Any, tuple[dict[str, Any]]]:
+        return _unpickle_env, (self.state,)
+
+
+def check_available(map_name: str) -> None:
+    """Raise ``ImportError`` (one line with the install command) unless JAX and JaxMARL are
+    installed; nothing is imported (``marlopt.envs.registry.check_env`` calls it before a run)."""
+    for name in ("jax", "jaxmarl"):
+        if importlib.util.find_spec(name) is None:
+            raise _missing(ModuleNotFoundError(f"No module named {name!r}"))
 
 
 def make(map_name: str, **options: Any) -> SMAXEnv:
@@ -598,14 +656,10 @@ class SmaxVectorEnv:
         core = self._core
         keys = np.asarray(self._keys)
         leaves = core.leaves(self._states)
-        shell = SMAXEnv.__new__(SMAXEnv)  # pickled per env: config + key + state leaves
-        shell.config, shell._core, shell.spec = self.config, core, self.spec
-        shell._needs_reset = False
-        blobs = []
-        for i in range(self.num_envs):
-            shell._key = keys[i]
-            shell._state = core.unflatten([x[i] for x in leaves])
-            blobs.append(pickle.dumps(shell))
+        blobs = [
+            pickle.dumps(_EnvBlob(_pickled_state(self.config, keys[i], [x[i] for x in leaves], False)))
+            for i in range(self.num_envs)
+        ]
         return {
             "format": _VECTOR_STATE_FORMAT,
             "num_envs": self.num_envs,

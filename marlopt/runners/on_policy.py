@@ -30,6 +30,7 @@ from marlopt.buffers import RolloutBuffer
 from marlopt.checkpoint import LATEST, checkpoint_dir, decode_numpy, encode_numpy, save_checkpoint
 from marlopt.config import TrainConfig
 from marlopt.envs import VectorEnv, env_fn
+from marlopt.envs.registry import make_vector_env
 from marlopt.evaluation import evaluate_policy
 from marlopt.logger import RunLogger
 from marlopt.seeding import EVAL_OFFSET, env_seeds, rng_state, seed_everything, set_rng_state
@@ -96,7 +97,10 @@ class OnPolicyRunner:
         options = cfg.env.maker_options()
         self.env_fns = [env_fn(cfg.env.name, cfg.env.map_name, options) for _ in range(cfg.n_envs)]
         mode, workers = vector_mode(cfg)
-        self.envs = VectorEnv(self.env_fns, mode=mode, n_workers=workers, step_timeout=cfg.env.step_timeout)
+        if mode == "batched":
+            self.envs = make_vector_env(cfg.env.name, cfg.env.map_name, options, cfg.n_envs)
+        else:
+            self.envs = VectorEnv(self.env_fns, mode=mode, n_workers=workers, step_timeout=cfg.env.step_timeout)
         self.spec = spec = self.envs.spec
         self.rule = build_rule(spec, cfg.algo, cfg.model, self.device)
         self.on_cpu = self.device.type == "cpu"
@@ -113,8 +117,8 @@ class OnPolicyRunner:
         if resume_payload is None:
             obs, state, avail, active = self.envs.reset(env_seeds(cfg.seed, e))
             self.carry = {
-                "obs": torch.from_numpy(obs).clone(), "state": torch.from_numpy(state).clone(),
-                "avail": torch.from_numpy(avail).clone(), "active": torch.from_numpy(active).clone(),
+                "obs": torch.tensor(obs), "state": torch.tensor(state),
+                "avail": torch.tensor(avail), "active": torch.tensor(active),
                 "starts": torch.ones(e, 1),
                 "h_actor": self.actor.initial_hidden(e), "h_critic": self.critic.initial_hidden(e),
                 "episode_start": torch.zeros(e, dtype=torch.long),
@@ -160,7 +164,7 @@ class OnPolicyRunner:
             if truncated.size:  # proper time limits: bootstrap from V(final state)
                 idx = torch.from_numpy(truncated)
                 h_final = h_critic[idx] if h_critic is not None else None
-                v_final, _ = self.critic.value(torch.from_numpy(step.final_state[truncated]), h_final)
+                v_final, _ = self.critic.value(torch.tensor(step.final_state[truncated]), h_final)
                 self.final_values[t, idx] = v_final
             for e in np.flatnonzero(step.dropped):  # crashed env: lose its episode, fabricate nothing
                 buf.drop_episode(int(e), int(c["episode_start"][e]), t)
@@ -176,8 +180,8 @@ class OnPolicyRunner:
             if h_actor is not None:
                 keep = (~done).float().view(-1, 1, 1)
                 c["h_actor"], c["h_critic"] = h_actor * keep, h_critic * keep
-            c["obs"], c["state"] = torch.from_numpy(step.obs).clone(), torch.from_numpy(step.state).clone()
-            c["avail"], c["active"] = torch.from_numpy(step.avail).clone(), torch.from_numpy(step.active).clone()
+            c["obs"], c["state"] = torch.tensor(step.obs), torch.tensor(step.state)
+            c["avail"], c["active"] = torch.tensor(step.avail), torch.tensor(step.active)
         last_values, _ = self.critic.value(c["state"], c["h_critic"])
         b = buf.batch
         b.bootstrap_values[:-1] = b.values[1:]
@@ -271,7 +275,7 @@ class OnPolicyRunner:
         # envs that cannot be pickled (StarCraft II) were reset instead: start a new episode there
         for e in np.flatnonzero(self.envs.last_restore_reset):
             for key, value in zip(("obs", "state", "avail", "active"), restored):
-                self.carry[key][e] = torch.from_numpy(np.asarray(value[e]))
+                self.carry[key][e] = torch.tensor(value[e])
             self.carry["h_actor"][e] = 0.0
             self.carry["h_critic"][e] = 0.0
             self.carry["starts"][e] = 1.0
