@@ -261,7 +261,7 @@ class TrainConfig:
     n_envs: int = 8
     rollout_length: int = 200  # steps per env per iteration
     device: str = "cpu"  # cpu | cuda | cuda:N | auto
-    torch_threads: int = 1  # intra-op threads (small MARL nets run fastest on 1)
+    torch_threads: int = 0  # update threads; 0 = all cores (rollout inference always runs on 1)
     log_interval: int = 1  # iterations between log events
     eval_interval: float = 0  # frames between greedy evaluations; 0 = only at the end
     eval_episodes: int = 16

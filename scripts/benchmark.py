@@ -115,8 +115,9 @@ UNMATCHED: list[str] = [
     "PettingZooEnv + SerialEnv (parallel_collection=false); marlopt's default env.vector=auto uses "
     "subprocess workers on a multi-core machine and drives mpe2's SimpleEnv directly. Each library's "
     "default is kept; --marlopt-vector inproc gives marlopt the same single-process layout.",
-    "Threads: marlopt runs torch on torch_threads=1 (its default); BenchMARL leaves torch's default "
-    "(one per core). --marlopt-threads / --benchmarl-threads change them.",
+    "Threads: marlopt's default (torch_threads=0) runs rollout inference on 1 thread and the update "
+    "on all cores; BenchMARL leaves torch's default (one per core). --marlopt-threads / "
+    "--benchmarl-threads change them.",
     "Episode length: BenchMARL's simple_spread default is max_cycles=100; both run 25 here.",
     "BenchMARL frames are rounded up to whole 6000-frame batches (max_n_frames), marlopt's to whole "
     "iterations (6000 frames with these settings); the frames actually run are what is reported.",
@@ -574,7 +575,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--benchmarl-python", default=DEFAULT_BENCHMARL_PYTHON)
     p.add_argument("--benchmarl-threads", type=int, default=None, help="default: torch's default (all cores)")
     p.add_argument("--marlopt-vector", choices=("auto", "inproc", "subproc"), default="auto")
-    p.add_argument("--marlopt-threads", type=int, default=1, help="marlopt torch_threads (its default: 1)")
+    p.add_argument("--marlopt-threads", type=int, default=0,
+                   help="marlopt torch_threads (its default 0: all cores for the update, 1 for rollouts)")
     p.add_argument("--eval-episodes", type=int, default=32, help="final greedy evaluation of harl-settings")
     p.add_argument("--random-episodes", type=int, default=200)
     p.add_argument("--profile-iterations", type=int, default=2, help="0 = no profile")

@@ -16,6 +16,7 @@ rollout actor and critic, refreshed after every update, and moves the finished b
 from __future__ import annotations
 
 import copy
+import os
 import signal
 import time
 from pathlib import Path
@@ -47,11 +48,13 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def available_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def vector_mode(cfg: TrainConfig) -> tuple[str, int]:
     """``auto``: subprocess workers when there are several envs and more than one core."""
-    import os
-
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = available_cores()
     workers = cfg.env.n_workers or min(cfg.n_envs, cores)
     mode = cfg.env.vector
     if mode == "auto":
@@ -91,8 +94,10 @@ class OnPolicyRunner:
     def __init__(self, cfg: TrainConfig, run_dir: Path, resume_payload: dict[str, Any] | None = None):
         self.cfg, self.run_dir = cfg, run_dir
         self.device = resolve_device(cfg.device)
-        if cfg.torch_threads:
-            torch.set_num_threads(cfg.torch_threads)
+        # per-step inference of small nets runs fastest on one thread; the update's large matmuls
+        # scale with cores (env workers sit idle during the update)
+        self.update_threads = cfg.torch_threads or available_cores()
+        torch.set_num_threads(1)
         seed_everything(cfg.seed)
         options = cfg.env.maker_options()
         self.env_fns = [env_fn(cfg.env.name, cfg.env.map_name, options) for _ in range(cfg.n_envs)]
@@ -209,7 +214,9 @@ class OnPolicyRunner:
                 stats = self.collect()
                 t1 = time.perf_counter()
                 batch = self.buffer.batch if self.on_cpu else self.buffer.batch.to(self.device)
+                torch.set_num_threads(self.update_threads)
                 update_metrics = self.rule.update(batch)
+                torch.set_num_threads(1)
                 self._refresh_rollout_nets()
                 t2 = time.perf_counter()
                 self.frames += self.frames_per_iteration
