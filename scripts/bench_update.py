@@ -1,6 +1,6 @@
 """Update-time ratios at equal batch, and GRASP's QP solve time.
 
-    python scripts/bench_update.py [--repeats 7] [--device cpu] [--out docs/bench_update.json]
+    python scripts/bench_update.py [--repeats 7] [--device cpu] [--out docs/bench/update_times.json]
 
 One real rollout batch of MPE ``simple_spread`` (3 agents) is collected once; then each update rule
 (MAPPO, HAPPO, HATRPO, GRASP — same network sizes, same epochs and minibatches) runs ``update`` on
@@ -100,7 +100,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--out", default="docs/bench_update.json")
+    p.add_argument("--out", default="docs/bench/update_times.json")
     p.add_argument("--qp-only", action="store_true")
     args = p.parse_args()
     torch.set_num_threads(1)

@@ -38,7 +38,7 @@ Usage (the full benchmark wants an otherwise idle machine; it takes long: BenchM
 minibatch steps per 6000 frames make it slow)::
 
     python3 scripts/benchmarl_mappo.py --setup                 # once: /tmp/benchmarl-venv
-    python scripts/benchmark.py --frames 300000 --repeats 3 --out docs/benchmarks.json
+    python scripts/benchmark.py --frames 300000 --repeats 3 --out docs/bench/speed_mpe.json
     python scripts/benchmark.py --frames 4000 --repeats 1 --out /tmp/bench.json   # smoke test
     python scripts/benchmark.py --which marlopt,harl-settings --print-commands     # show, run nothing
 """
@@ -565,7 +565,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--harl-frames", type=int, default=None, help="budget of the harl-settings run (default: --frames)")
     p.add_argument("--which", default=",".join(WHICH), help="comma-separated subset of %(default)s")
     p.add_argument("--repeats", type=int, default=1)
-    p.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.json", help="JSON report")
+    p.add_argument("--out", type=Path, default=REPO / "docs" / "bench" / "speed_mpe.json", help="JSON report")
     p.add_argument("--markdown", type=Path, default=None, help="also write the table here (default: <out>.md)")
     p.add_argument("--workdir", type=Path, default=None, help="run directories (default: a new /tmp dir)")
     p.add_argument("--keep", action="store_true", help="keep the run directories (default: keep only on failure)")

@@ -39,7 +39,7 @@ def finished(path: Path) -> bool:
 
 def launch(name: str, algo: str, seed: int, frames: int, overrides: list[str]) -> float:
     out = run_dir(name, algo, seed)
-    if finished(out):
+    if out.exists():  # finished, or being run by another invocation (parallel sweeps never collide)
         return 0.0
     cmd = [sys.executable, "-m", "marlopt.train", f"algo={algo}", f"seed={seed}", f"total_steps={frames}",
            "progress=false", "eval_episodes=32", f"hydra.run.dir={out}", *overrides]

@@ -8,7 +8,7 @@
 # 29 min measured on 2 busy shared cores).
 # Idempotent: does nothing when `python -c "import gfootball"` already works and the engine loads.
 #
-# Pins (each one fixes a known failure, see docs/envs_grf.md):
+# Pins (each one fixes a known failure, see docs/envs.md, Google Research Football):
 # - gfootball==2.10.2: the last release; there are no wheels, it compiles its C++ engine with CMake
 #   (Debian build dependencies below; "Failed building wheel for gfootball" = one is missing).
 # - --no-build-isolation: gfootball's build script runs `python3 -c 'import psutil'`, which an
