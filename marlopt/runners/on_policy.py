@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
 
 from marlopt.algos.registry import build_rule
 from marlopt.buffers import RolloutBuffer

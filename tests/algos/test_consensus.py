@@ -81,8 +81,6 @@ def test_consensus_improves_every_agent_and_cvxpy_agrees():
 
 def test_update_logs_the_consensus_quantities():
     rule = grasp_rule("heads")
-    from marlopt.algos.base import Chunks  # noqa: F401 - the rule consumes Chunks
-
     metrics = rule.update_policy(random_chunks(SPEC, L=10, C=8))
     for key in ("grasp/c_entropy", "grasp/c_max", "grasp/u_norm", "grasp/min_cos", "grasp/qp_ms", "grasp/grad_ms"):
         assert key in metrics

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import importlib.util
 import pickle
 import subprocess
 import sys
@@ -70,12 +69,12 @@ def test_env_fn_is_a_picklable_partial():
     assert clone().spec.n_agents == 2
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("marlopt.envs.smax") is not None, reason="smax wrapper now exists"
-)
-def test_registered_but_missing_wrapper_has_a_clear_error():
-    with pytest.raises(ImportError, match="marlopt.envs.smax"):
-        make_env("smax", "3m")
+def test_registered_but_missing_wrapper_has_a_clear_error(monkeypatch):
+    from marlopt.envs import registry
+
+    monkeypatch.setitem(registry.ENV_MAKERS, "ghost", "marlopt.envs.ghost:make")
+    with pytest.raises(ImportError, match="marlopt.envs.ghost"):
+        make_env("ghost", "3m")
 
 
 def test_importing_marlopt_envs_imports_no_simulator_or_torch():
