@@ -87,7 +87,9 @@ def report(name: str, algos: list[str], seeds: list[int], title: str) -> dict:
                          and row["step"] >= 0.8 * frames]) for r in per_seed.values()]
         mean, half = t_interval(finals)
         late_mean, late_half = t_interval(late)
+        wins = [r[-1].get("eval/win_rate") for r in per_seed.values()]
         summary[algo] = {"seeds": len(finals), "eval_return_mean": mean, "eval_return_ci95": half,
+                         "eval_win_rate": None if None in wins else float(np.mean(wins)),
                          "eval_returns": finals, "train_return_last20pct": late_mean, "train_return_ci95": late_half}
         curves = np.stack([curve(r, "train/return_mean", grid) for r in per_seed.values()])
         m = curves.mean(0)
