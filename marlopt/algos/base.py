@@ -79,6 +79,22 @@ def normalise_advantages(adv: Tensor, mask: Tensor) -> Tensor:
     return (adv - mean) / (var.sqrt() + 1e-5)
 
 
+class MetricMeans:
+    """Averages per-step metric dicts over an update (one entry per optimiser step)."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.count = 0
+
+    def add(self, stats: dict[str, float]) -> None:
+        for k, v in stats.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+        self.count += 1
+
+    def means(self) -> dict[str, float]:
+        return {k: v / max(self.count, 1) for k, v in self.sums.items()}
+
+
 def clip_and_step(optim: torch.optim.Optimizer, params: list[nn.Parameter], loss: Tensor, max_norm: float) -> float:
     """Backward, clip the global grad norm, step. Returns the pre-clip grad norm."""
     optim.zero_grad(set_to_none=True)

@@ -30,6 +30,7 @@ from marlopt.algos.simultaneous import SimultaneousRule
 from marlopt.config import ConfigError
 from marlopt.objectives import masked_mean
 from marlopt.objectives.grasp import consensus_direction, min_norm_coefficients_cvxpy
+from marlopt.objectives.trpo import flat_grad
 
 
 class ConsensusRule(SimultaneousRule):
@@ -71,11 +72,7 @@ class ConsensusRule(SimultaneousRule):
         try:
             grads = torch.autograd.grad(objectives, shared, grad_outputs=eye, is_grads_batched=True, allow_unused=True)
         except RuntimeError:  # an op without a batching rule: one backward per agent
-            rows = []
-            for i in range(objectives.shape[0]):
-                g = torch.autograd.grad(objectives[i], shared, retain_graph=True, allow_unused=True)
-                rows.append(torch.cat([(x if x is not None else torch.zeros_like(p)).reshape(-1) for x, p in zip(g, shared)]))
-            return torch.stack(rows)
+            return torch.stack([flat_grad(objectives[i], shared, retain_graph=True) for i in range(objectives.shape[0])])
         return torch.cat([(g if g is not None else torch.zeros(eye.shape[0], *p.shape)).reshape(eye.shape[0], -1)
                           for g, p in zip(grads, shared)], dim=1)
 

@@ -24,9 +24,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from marlopt.algos.base import Chunks, OnPolicyRule, clip_and_step
+from marlopt.algos.base import Chunks, MetricMeans, OnPolicyRule, clip_and_step
 from marlopt.config import ConfigError
-from marlopt.objectives import a2c_loss, happo_loss, masked_mean
+from marlopt.objectives import a2c_loss, happo_loss, masked_mean, ratio
 from marlopt.objectives.trpo import (
     backtracking_line_search,
     conjugate_gradient,
@@ -94,17 +94,14 @@ class SequentialRule(OnPolicyRule):
                 metrics[k] = metrics.get(k, 0.0) + v / len(order)
             with torch.no_grad(), self.actor.only_agent(agent):
                 new_logp, _ = self.evaluate_actions(mine)
-            ratio = torch.exp((new_logp - mine.logp).clamp(-20.0, 20.0))
-            factor = factor * torch.where(mine.active, ratio, torch.ones_like(ratio))
+            agent_ratio, _ = ratio(new_logp, mine.logp, mine.active)  # 1 for inactive samples
+            factor = factor * agent_ratio
             metrics[f"factor/std_after_{position + 1}"] = float(factor[chunks.active.any(-1, keepdim=True)].std())
-        critic_sums: dict[str, float] = {}
-        steps = 0
+        critic = MetricMeans()
         for _ in range(self.cfg.critic_epochs):
             for mb in self.minibatches(chunks):
-                for k, v in self.critic_step(mb).items():
-                    critic_sums[k] = critic_sums.get(k, 0.0) + v
-                steps += 1
-        metrics.update({k: v / steps for k, v in critic_sums.items()})
+                critic.add(self.critic_step(mb))
+        metrics.update(critic.means())
         metrics["order/first_agent"] = float(order[0])
         return metrics
 
@@ -114,8 +111,7 @@ class SequentialRule(OnPolicyRule):
             return self.trpo_update(agent, data)
         epochs = self.cfg.ppo_epochs if self.cfg.variant == "happo" else self.cfg.a2c_epochs
         params, optim = self.agent_params(agent), self.agent_optim(agent)
-        sums: dict[str, float] = {}
-        steps = 0
+        means = MetricMeans()
         for _ in range(epochs):
             for mb in self.minibatches(data):
                 with self.actor.only_agent(agent):
@@ -127,11 +123,9 @@ class SequentialRule(OnPolicyRule):
                 entropy_mean = self.entropy_term(entropy, mb.active)
                 norm = clip_and_step(optim, params, policy_loss - self.cfg.entropy_coef * entropy_mean,
                                      self.cfg.max_grad_norm)
-                for k, v in {"actor/policy_loss": policy_loss.item(), "actor/entropy": entropy_mean.item(),
-                             "actor/grad_norm": norm}.items():
-                    sums[k] = sums.get(k, 0.0) + v
-                steps += 1
-        return {k: v / steps for k, v in sums.items()}
+                means.add({"actor/policy_loss": policy_loss.item(), "actor/entropy": entropy_mean.item(),
+                           "actor/grad_norm": norm})
+        return means.means()
 
     def trpo_update(self, agent: int, data: Chunks) -> dict[str, float]:
         """One HATRPO step for ``agent`` on the whole batch (EQUATIONS.md, HATRPO)."""
@@ -142,8 +136,8 @@ class SequentialRule(OnPolicyRule):
         def surrogate_and_dist() -> tuple[Tensor, Any]:
             with self.actor.only_agent(agent):
                 dist = self.actor.dist(data.obs, data.avail, data.h_actor, data.starts)
-            ratio = torch.exp((dist.log_prob(data.actions) - data.logp).clamp(-20.0, 20.0))
-            return masked_mean(ratio * weight, data.active), dist
+            r, _ = ratio(dist.log_prob(data.actions), data.logp)
+            return masked_mean(r * weight, data.active), dist
 
         surrogate, dist = surrogate_and_dist()
         old_dist = dist.detach()

@@ -13,7 +13,7 @@ from typing import Any
 
 from torch import Tensor
 
-from marlopt.algos.base import Chunks, OnPolicyRule, clip_and_step
+from marlopt.algos.base import Chunks, MetricMeans, OnPolicyRule, clip_and_step
 from marlopt.objectives import (
     additive_targets,
     mars_loss,
@@ -111,8 +111,7 @@ class SimultaneousRule(OnPolicyRule):
 
     def update_policy(self, chunks: Chunks) -> dict[str, float]:
         diag = RatioDiagnostics(self.region)
-        sums: dict[str, float] = {}
-        steps = 0
+        means = MetricMeans()
         params = list(self.actor.parameters())
         for _ in range(self.cfg.ppo_epochs):
             for mb in self.minibatches(chunks):
@@ -122,9 +121,6 @@ class SimultaneousRule(OnPolicyRule):
                 loss = policy_loss - self.cfg.entropy_coef * entropy_mean + self.actor_regulariser()
                 norm = clip_and_step(self.actor_optim, params, loss, self.cfg.max_grad_norm)
                 diag.observe(logp.detach(), mb.logp, mb.active)
-                stats = {"actor/policy_loss": policy_loss.item(), "actor/entropy": entropy_mean.item(),
-                         "actor/grad_norm": norm, **self.critic_step(mb)}
-                for k, v in stats.items():
-                    sums[k] = sums.get(k, 0.0) + v
-                steps += 1
-        return {**{k: v / steps for k, v in sums.items()}, **diag.metrics()}
+                means.add({"actor/policy_loss": policy_loss.item(), "actor/entropy": entropy_mean.item(),
+                           "actor/grad_norm": norm, **self.critic_step(mb)})
+        return {**means.means(), **diag.metrics()}

@@ -94,3 +94,18 @@ def test_space_must_match_the_actor_sharing():
     cfg = make_config("algo=grasp", "env=games", "map=harl_example1", "model.sharing=shared")
     with pytest.raises(ConfigError, match="algo.space=heads needs model.sharing=hybrid"):
         build_rule(SPEC, cfg.algo, cfg.model, torch.device("cpu"))
+
+
+def test_shared_space_fallback_without_batched_backward_gives_the_same_gradients(monkeypatch):
+    rule = grasp_rule("shared")
+    chunks = random_chunks(SPEC, L=10, C=8)
+    batched = rule.local_gradients(chunks)
+    original = torch.autograd.grad
+
+    def no_batching(*args, **kwargs):
+        if kwargs.get("is_grads_batched"):
+            raise RuntimeError("no batching rule")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(torch.autograd, "grad", no_batching)
+    torch.testing.assert_close(rule.local_gradients(chunks), batched, rtol=1e-4, atol=1e-6)
