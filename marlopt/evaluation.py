@@ -11,7 +11,7 @@ from marlopt.envs import MultiAgentEnv, VectorEnv
 from marlopt.models import Actor
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def evaluate_policy(
     actor: Actor,
     env_fns: list[Callable[[], MultiAgentEnv]],

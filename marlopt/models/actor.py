@@ -104,7 +104,7 @@ class Actor(nn.Module):
             obs = with_agent_id(obs, self.n_agents, self._only if obs.shape[-2] == 1 else None)
         return self.trunk(obs, h, starts)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def act(
         self, obs: Tensor, avail: Tensor, h: Tensor | None, deterministic: bool = False
     ) -> tuple[Tensor, Tensor, Tensor | None]:

@@ -43,7 +43,7 @@ class Critic(nn.Module):
         feats, h = self.trunk(state, h, starts)
         return self.head.forward(feats).squeeze(-1), h
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def value(self, state: Tensor, h: Tensor | None) -> tuple[Tensor, Tensor | None]:
         """One rollout step: ``state[B, S, D] -> values[B, R]``."""
         values, h = self(state.unsqueeze(0), h, None)

@@ -143,7 +143,7 @@ class OnPolicyRunner:
         self.actor, self.critic = self._cpu_actor, self._cpu_critic
 
     # -- collection -----------------------------------------------------------------------------
-    @torch.no_grad()
+    @torch.inference_mode()
     def collect(self) -> dict[str, float]:
         """Fill the buffer with ``T`` steps of every env; returns the episode statistics."""
         c, buf = self.carry, self.buffer
