@@ -226,8 +226,10 @@ class EnvConfig:
     map_envs: list[str] = MISSING  # the envs the selected map exists in (set by configs/map/*.yaml)
     continuous: bool = False  # Box actions with a diagonal Gaussian policy (where supported)
     state_type: Optional[str] = None  # critic state where the env offers a choice: EP | FP (SMAC)
-    vector: str = "auto"  # inproc | subproc | auto (subproc when it helps) | batched (one vmapped env: SMAX)
-    n_workers: int = 0  # subproc workers; 0 = min(n_envs, CPU cores)
+    # inproc | subproc | hybrid (workers + this process steps a share) | auto (subproc when it helps)
+    # | batched (one vmapped env: SMAX)
+    vector: str = "auto"
+    n_workers: int = 0  # subproc workers; 0 = min(n_envs, CPU cores) (hybrid: CPU cores - 1)
     step_timeout: Optional[float] = None  # seconds before a silent worker is restarted
     options: dict[str, Any] = field(default_factory=dict)  # passed to the env maker
 
@@ -243,7 +245,7 @@ class EnvConfig:
             f"map '{self.map_name}' belongs to env={'|'.join(self.map_envs)}, not env={self.name}; "
             f"use env={self.map_envs[0]} map={self.map_name}",
         )
-        _one_of(self.vector, ("auto", "inproc", "subproc", "batched"), "env.vector")
+        _one_of(self.vector, ("auto", "inproc", "subproc", "hybrid", "batched"), "env.vector")
         _nonnegative(self.n_workers, "env.n_workers")
         if self.step_timeout is not None:
             _positive(self.step_timeout, "env.step_timeout")

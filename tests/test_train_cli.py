@@ -85,12 +85,13 @@ def test_run_directory_has_every_output(tmp_path):
 
 
 def test_resume_equals_uninterrupted(tmp_path):
-    """An interrupted run (subprocess workers) resumed from its checkpoint logs exactly what an
-    uninterrupted run (in-process envs) logs: models, optimisers, ValueNorm, RNGs, env states
-    mid-episode, hidden states and counters are all restored."""
+    """An interrupted run (hybrid: envs in this process and in a subprocess worker) resumed from
+    its checkpoint logs exactly what an uninterrupted run (in-process envs) logs: models,
+    optimisers, ValueNorm, RNGs, env states mid-episode, hidden states and counters are all restored."""
     full, part = tmp_path / "full", tmp_path / "part"
     run_cli("marlopt.train", *SMALL, "env.vector=inproc", f"hydra.run.dir={full}", cwd=tmp_path)
-    run_cli("marlopt.train", *SMALL, "env.vector=subproc", "max_iterations=2", f"hydra.run.dir={part}", cwd=tmp_path)
+    run_cli("marlopt.train", *SMALL, "env.vector=hybrid", "env.n_workers=1", "max_iterations=2",
+            f"hydra.run.dir={part}", cwd=tmp_path)
     assert [r["step"] for r in read_metrics(part)] == [60, 120]
     # a log line written after the last checkpoint must not survive the resume
     with open(part / "metrics.jsonl", "a") as f:

@@ -52,10 +52,15 @@ def available_cores() -> int:
 
 
 def vector_mode(cfg: TrainConfig) -> tuple[str, int]:
-    """``auto``: subprocess workers when there are several envs and more than one core."""
+    """``(mode, n_workers)``. ``auto``: subprocess workers when there are several envs and more
+    than one core. ``hybrid`` needs two envs and two cores, else it runs in-process."""
     cores = available_cores()
-    workers = cfg.env.n_workers or min(cfg.n_envs, cores)
     mode = cfg.env.vector
+    if mode == "hybrid":
+        if cfg.n_envs < 2 or (cores < 2 and not cfg.env.n_workers):
+            return "inproc", 0
+        return mode, min(cfg.n_envs - 1, cfg.env.n_workers or cores - 1)
+    workers = cfg.env.n_workers or min(cfg.n_envs, cores)
     if mode == "auto":
         mode = "subproc" if (cfg.n_envs > 1 and workers > 1) else "inproc"
     return mode, workers

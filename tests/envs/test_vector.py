@@ -1,4 +1,4 @@
-"""VectorEnv: inproc == subproc, auto-reset bookkeeping, crash restarts, exact checkpoint resume."""
+"""VectorEnv: inproc == subproc == hybrid, auto-reset bookkeeping, crash restarts, exact checkpoint resume."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from marlopt.envs import VecStep, VectorEnv, env_fn
 from tests.envs.faulty_env import ToyEnv
 
 E = 4
-MODES = ["inproc", "subproc"]
+MODES = ["inproc", "subproc", "hybrid"]
 FIELDS = VecStep._fields
 
 
@@ -27,6 +27,8 @@ def toy_fns(n=E, special=None, **kw):
 def make_vec(fns, mode, **kw):
     if mode == "subproc":
         kw.setdefault("n_workers", 2)
+    if mode == "hybrid":
+        kw.setdefault("n_workers", 1)  # envs 0, 1 stepped here; 2, 3 in the worker
     return VectorEnv(fns, mode=mode, **kw)
 
 
@@ -55,8 +57,9 @@ def test_inproc_and_subproc_trajectories_are_identical_and_match_single_envs():
     for mode in MODES:
         with make_vec(fns, mode) as vec:
             results[mode] = (vec.reset([10, 11, 12, 13]), rollout(vec, acts))
-    assert_same([results["inproc"][0]], [results["subproc"][0]])
-    assert_same(results["inproc"][1], results["subproc"][1])
+    for mode in MODES[1:]:
+        assert_same([results["inproc"][0]], [results[mode][0]])
+        assert_same(results["inproc"][1], results[mode][1])
 
     # Reference: the same envs stepped one by one, reset(None) after each episode.
     steps = results["inproc"][1]
@@ -104,11 +107,39 @@ def test_mpe_inproc_equals_subproc(map_name, continuous):
         with make_vec(fns, mode) as vec:
             vec.reset([0, 1, 2, 3])
             results.append(rollout(vec, random_actions(vec.spec, 14, seed=3)))
-    assert_same(results[0], results[1])
+    for other in results[1:]:
+        assert_same(results[0], other)
     assert results[0][5].truncated.all() and results[0][11].truncated.all()
     assert (results[0][5].episode_length == 6).all()
     ret = sum(s.reward.astype(np.float64) for s in results[0][:6])
     np.testing.assert_allclose(results[0][5].episode_return, ret, rtol=1e-5)
+
+
+def test_hybrid_steps_a_share_of_the_envs_in_this_process():
+    with VectorEnv(toy_fns(5), mode="hybrid", n_workers=2) as vec:
+        assert vec.local_envs == 5 // 3 == 1 and len(vec.worker_pids) == 2
+        assert [(w.lo, w.hi) for w in vec._workers] == [(1, 3), (3, 5)]
+        assert vec.workers_have_module("numpy") == [True, True]
+        vec.reset([0, 1, 2, 3, 4])
+        local_env = vec._group.envs[0]
+        before = local_env.get_state()
+        vec.step(random_actions(vec.spec, 1, n=5)[0])
+        assert local_env.get_state() != before  # env 0 lives (and stepped) in this process
+    with pytest.raises(ValueError, match="hybrid.*at least 2 envs"):
+        VectorEnv(toy_fns(1), mode="hybrid")
+
+
+def test_spinning_is_on_only_when_every_spinner_has_a_core():
+    cores = len(os.sched_getaffinity(0))
+    for mode, workers in [("hybrid", 1), ("subproc", 2), ("subproc", 1)]:
+        with VectorEnv(toy_fns(3), mode=mode, n_workers=workers) as vec:
+            assert vec.spin == (0.002 if workers + 1 <= cores else 0.0), (mode, workers)
+            vec.reset([0, 1, 2])  # and it steps either way
+            vec.step(random_actions(vec.spec, 1, n=3)[0])
+    with VectorEnv(toy_fns(2), mode="inproc") as vec:
+        assert vec.spin == 0.0
+    with pytest.raises(ValueError, match="spin"):
+        VectorEnv(toy_fns(2), mode="subproc", spin=-1.0)
 
 
 def test_argument_checks():
@@ -266,6 +297,9 @@ def test_interrupted_step_does_not_desynchronise_the_workers(tmp_path):
         ("toy", "subproc", "subproc"),
         ("mpe", "subproc", "inproc"),  # a checkpoint loads in either mode
         ("mpe", "inproc", "subproc"),
+        ("toy", "hybrid", "hybrid"),
+        ("mpe", "hybrid", "inproc"),
+        ("toy", "subproc", "hybrid"),
     ],
 )
 def test_get_set_state_reproduces_the_future(env, save_mode, load_mode):

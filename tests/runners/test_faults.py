@@ -62,8 +62,10 @@ def test_crashed_env_loses_its_episode_without_a_fabricated_terminal(toy_runner,
     runner.close()
 
 
-def test_killed_worker_and_raising_env_during_training(toy_runner, tmp_path):
-    runner = toy_runner(vector="subproc", fail="raise", fail_at=30, once_path=str(tmp_path / "once"))
+@pytest.mark.parametrize("vector", ["subproc", "hybrid"])
+def test_killed_worker_and_raising_env_during_training(toy_runner, tmp_path, vector):
+    # hybrid: env 0 (the raising one) runs in this process, the others in the 2 workers
+    runner = toy_runner(vector=vector, fail="raise", fail_at=30, once_path=str(tmp_path / "once"))
     runner.collect()
     runner.rule.update(runner.buffer.batch)
     os.kill(runner.envs.worker_pids[0], signal.SIGKILL)
