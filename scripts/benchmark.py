@@ -574,7 +574,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--benchmarl-python", default=DEFAULT_BENCHMARL_PYTHON)
     p.add_argument("--benchmarl-threads", type=int, default=None, help="default: torch's default (all cores)")
-    p.add_argument("--marlopt-vector", choices=("auto", "inproc", "subproc"), default="auto")
+    p.add_argument("--marlopt-vector", choices=("auto", "inproc", "subproc", "hybrid"), default="auto")
     p.add_argument("--marlopt-threads", type=int, default=0,
                    help="marlopt torch_threads (its default 0: all cores for the update, 1 for rollouts)")
     p.add_argument("--eval-episodes", type=int, default=32, help="final greedy evaluation of harl-settings")

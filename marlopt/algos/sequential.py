@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from marlopt.algos.base import Chunks, MetricMeans, OnPolicyRule, clip_and_step
+from marlopt.algos.base import Chunks, MetricMeans, OnPolicyRule, adam, clip_and_step
 from marlopt.config import ConfigError
 from marlopt.objectives import a2c_loss, happo_loss, masked_mean, ratio
 from marlopt.objectives.trpo import (
@@ -66,7 +66,7 @@ class SequentialRule(OnPolicyRule):
         groups = [list(self.actor.parameters())] if self.cfg.share_actor else [
             self.actor.agent_parameters(i) for i in range(self.spec.n_agents)
         ]
-        return [torch.optim.Adam(g, lr=self.cfg.lr, eps=self.cfg.adam_eps) for g in groups]
+        return [adam(g, lr=self.cfg.lr, eps=self.cfg.adam_eps) for g in groups]
 
     def optimisers(self) -> dict[str, torch.optim.Optimizer]:
         out = {f"actor_optim_{i}": o for i, o in enumerate(self.actor_optim)}

