@@ -70,7 +70,8 @@ WHICH = ("marlopt", "benchmarl", "harl-settings")
 # per env; minibatch 400 env steps = 6000/400 = 15 minibatches; 45 passes over the batch.
 BENCHMARL_MAPPING: list[tuple[str, str, str]] = [
     ("on_policy_n_envs_per_worker=10", "n_envs=10", "BenchMARL steps them serially in-process; marlopt's "
-     "env.vector=auto uses subprocess workers (min(envs, cores)) -> see --marlopt-vector"),
+     "MPE's env.vector=hybrid steps a share in the training process and the rest in cores-1 workers "
+     "-> see --marlopt-vector"),
     ("on_policy_collected_frames_per_batch=6000", "rollout_length=600", "6000 / 10 envs"),
     ("on_policy_minibatch_size=400", "algo.num_minibatches=15", "6000 / 400 env steps (x 3 agents each)"),
     ("on_policy_n_minibatch_iters=45", "algo.ppo_epochs=45", "45 passes x 15 minibatches = 675 steps"),
@@ -112,8 +113,8 @@ UNMATCHED: list[str] = [
     "Initialisation: BenchMARL uses torch's default Linear init; marlopt orthogonal init (head gain "
     "model.head_gain). No effect on speed.",
     "Env stepping: BenchMARL steps 10 PettingZoo envs one after another in its process through torchrl's "
-    "PettingZooEnv + SerialEnv (parallel_collection=false); marlopt's default env.vector=auto uses "
-    "subprocess workers on a multi-core machine and drives mpe2's SimpleEnv directly. Each library's "
+    "PettingZooEnv + SerialEnv (parallel_collection=false); marlopt's MPE default env.vector=hybrid "
+    "steps half the envs in its process and half in a worker on 2 cores and drives mpe2's SimpleEnv directly. Each library's "
     "default is kept; --marlopt-vector inproc gives marlopt the same single-process layout.",
     "Threads: marlopt's default (torch_threads=0) runs rollout inference on 1 thread and the update "
     "on all cores; BenchMARL leaves torch's default (one per core). --marlopt-threads / "
@@ -125,6 +126,10 @@ UNMATCHED: list[str] = [
 
 HARL_OVERRIDES = ["model.hidden_sizes=[128,128]", "model.recurrent=false", "n_envs=4", "rollout_length=200",
                   "algo.ppo_epochs=5", "algo.num_minibatches=1"]
+
+
+def vector_override(args: argparse.Namespace) -> list[str]:
+    return [] if args.marlopt_vector == "default" else [f"env.vector={args.marlopt_vector}"]
 
 
 def marlopt_benchmarl_overrides(args: argparse.Namespace) -> list[str]:
@@ -139,13 +144,13 @@ def marlopt_benchmarl_overrides(args: argparse.Namespace) -> list[str]:
         "model.feature_norm=false", "model.layer_norm=false", "model.sharing=shared", "model.agent_id=false",
         "model.critic_agent_id=false",
         f"env.continuous={str(args.actions == 'continuous').lower()}", "env.options.max_cycles=25",
-        f"env.vector={args.marlopt_vector}", f"torch_threads={args.marlopt_threads}",
+        *vector_override(args), f"torch_threads={args.marlopt_threads}",
     ]
 
 
 def harl_overrides(args: argparse.Namespace) -> list[str]:
     return ["algo=mappo", "env=mpe", "map=simple_spread", f"seed={args.seed}", *HARL_OVERRIDES,
-            "env.continuous=false", "env.options.max_cycles=25", f"env.vector={args.marlopt_vector}",
+            "env.continuous=false", "env.options.max_cycles=25", *vector_override(args),
             f"torch_threads={args.marlopt_threads}"]
 
 
@@ -574,13 +579,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--benchmarl-python", default=DEFAULT_BENCHMARL_PYTHON)
     p.add_argument("--benchmarl-threads", type=int, default=None, help="default: torch's default (all cores)")
-    p.add_argument("--marlopt-vector", choices=("auto", "inproc", "subproc", "hybrid"), default="auto")
+    p.add_argument("--marlopt-vector", choices=("default", "auto", "inproc", "subproc", "hybrid"), default="default",
+                   help="env.vector for marlopt; default: the env config's own (MPE: hybrid)")
     p.add_argument("--marlopt-threads", type=int, default=0,
                    help="marlopt torch_threads (its default 0: all cores for the update, 1 for rollouts)")
     p.add_argument("--eval-episodes", type=int, default=32, help="final greedy evaluation of harl-settings")
     p.add_argument("--random-episodes", type=int, default=200)
     p.add_argument("--profile-iterations", type=int, default=2, help="0 = no profile")
-    p.add_argument("--profile-vector", choices=("auto", "inproc", "subproc"), default=None,
+    p.add_argument("--profile-vector", choices=("auto", "inproc", "subproc", "hybrid"), default=None,
                    help="vector mode of the profile (default: --marlopt-vector)")
     p.add_argument("--cprofile", action="store_true", help="also write a cProfile listing of the profile")
     p.add_argument("--sample-interval", type=float, default=0.2, help="memory sampling period, s")

@@ -34,14 +34,31 @@ class Critic(nn.Module):
     def initial_hidden(self, batch: int, device: torch.device | str = "cpu") -> Tensor:
         return torch.zeros(batch, self.rows, self.hidden_size, device=device)
 
-    def forward(self, state: Tensor, h: Tensor | None, starts: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    def forward(
+        self, state: Tensor, h: Tensor | None, starts: Tensor | None, hidden_sequence: list[Tensor] | None = None
+    ) -> tuple[Tensor, Tensor | None]:
         """Values ``[L, B, R]`` for states ``[L, B, S, D]`` starting from ``h[B, R, H]``."""
         if state.shape[-2] != self.rows:
             state = state.expand(*state.shape[:-2], self.rows, state.shape[-1])
         if self.use_agent_id:
             state = with_agent_id(state, self.n_agents)
-        feats, h = self.trunk(state, h, starts)
+        feats, h = self.trunk(state, h, starts, hidden_sequence)
         return self.head.forward(feats).squeeze(-1), h
+
+    @torch.inference_mode()
+    def rollout_values(
+        self, states: Tensor, h0: Tensor | None, starts: Tensor
+    ) -> tuple[Tensor, Tensor | None]:
+        """Values of a whole rollout in one batched pass, instead of one call per env step.
+
+        ``states[T, E, S, D]``, ``starts[T, E, 1]`` (1 where the hidden state is zeroed before
+        step t), ``h0[E, R, H]``. Returns ``values[T, E, R]`` and, for a recurrent critic, its
+        state *after* each step ``[T, E, R, H]`` (before any zeroing at the next start): what a
+        step-by-step rollout would have computed, up to floating-point summation order.
+        """
+        sequence: list[Tensor] = []
+        values, _ = self.forward(states, h0, starts, hidden_sequence=sequence)
+        return values, (sequence[0] if sequence else None)
 
     @torch.inference_mode()
     def value(self, state: Tensor, h: Tensor | None) -> tuple[Tensor, Tensor | None]:

@@ -37,7 +37,10 @@ class Trunk(nn.Module):
             width = cfg.rnn_hidden
         self.out_features = width
 
-    def forward(self, x: Tensor, h: Tensor | None, starts: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    def forward(
+        self, x: Tensor, h: Tensor | None, starts: Tensor | None, hidden_sequence: list[Tensor] | None = None
+    ) -> tuple[Tensor, Tensor | None]:
+        """``hidden_sequence`` (a list to fill): receives the GRU state after every step ``[L, B, N, H]``."""
         # layers' forward() called directly: rollouts run this every env step, and the generic
         # nn.Module call machinery costs more than the arithmetic of these small layers
         if self.input_norm is not None:
@@ -50,4 +53,6 @@ class Trunk(nn.Module):
             return x, h
         assert h is not None, "a recurrent trunk needs its hidden state"
         out, h = self.gru(x, h, starts)
+        if hidden_sequence is not None:
+            hidden_sequence.append(out)  # the GRU's outputs are its states
         return self.gru_norm(out), h

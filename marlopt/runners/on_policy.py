@@ -2,8 +2,8 @@
 
 One iteration::
 
-    for t in 0..T-1:  act (rollout actor) → V(s) (critic) → env step → store; zero hidden states
-                      of finished episodes; V(final state) for time-limit truncations
+    for t in 0..T-1:  act (rollout actor) → env step → store; zero hidden states of finished episodes
+    V(s_t) for all t in one batched critic pass, V(final state) for time-limit truncations,
     bootstrap values → rule.update(batch) (GAE, ValueNorm, the algorithm's objective) → log,
     evaluate, checkpoint
 
@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from marlopt.algos.registry import build_rule
 from marlopt.buffers import RolloutBuffer
@@ -150,31 +151,34 @@ class OnPolicyRunner:
     # -- collection -----------------------------------------------------------------------------
     @torch.inference_mode()
     def collect(self) -> dict[str, float]:
-        """Fill the buffer with ``T`` steps of every env; returns the episode statistics."""
+        """Fill the buffer with ``T`` steps of every env; returns the episode statistics.
+
+        Only the actor runs per step. The critic does not influence acting, so its values (and
+        its hidden states, and the bootstraps of truncated episodes) are computed afterwards for
+        the whole rollout in one batched pass (:meth:`_critic_pass`): per-step inference of tiny
+        networks is launch-bound, ~0.3 ms per call on these CPUs.
+        """
         c, buf = self.carry, self.buffer
         returns: list[float] = []
         lengths: list[float] = []
         wins: list[float] = []
+        truncations: list[tuple[int, np.ndarray, np.ndarray]] = []
         restarts_before = self.envs.restarts
-        self.final_values.zero_()
+        h_critic0 = c["h_critic"]
         c["episode_start"].zero_()
         for t in range(buf.length):
             buf.insert(t, obs=c["obs"], state=c["state"], avail=c["avail"], active=c["active"], starts=c["starts"])
             if self.actor.hidden_size:
-                buf.insert(t, h_actor=c["h_actor"], h_critic=c["h_critic"])
+                buf.insert(t, h_actor=c["h_actor"])
             actions, logp, h_actor = self.actor.act(c["obs"], c["avail"], c["h_actor"])
-            values, h_critic = self.critic.value(c["state"], c["h_critic"])
             step = self.envs.step(actions.numpy())
-            buf.insert(t, actions=actions, logp=logp, values=values,
+            buf.insert(t, actions=actions, logp=logp,
                        rewards=torch.from_numpy(step.reward).unsqueeze(-1),
                        terminated=torch.from_numpy(step.terminated).unsqueeze(-1),
                        truncated=torch.from_numpy(step.truncated).unsqueeze(-1))
             truncated = np.flatnonzero(step.truncated)
-            if truncated.size:  # proper time limits: bootstrap from V(final state)
-                idx = torch.from_numpy(truncated)
-                h_final = h_critic[idx] if h_critic is not None else None
-                v_final, _ = self.critic.value(torch.tensor(step.final_state[truncated]), h_final)
-                self.final_values[t, idx] = v_final
+            if truncated.size:  # proper time limits: bootstrap from V(final state), in _critic_pass
+                truncations.append((t, truncated, step.final_state[truncated]))
             for e in np.flatnonzero(step.dropped):  # crashed env: lose its episode, fabricate nothing
                 buf.drop_episode(int(e), int(c["episode_start"][e]), t)
             ended = step.terminated | step.truncated
@@ -187,15 +191,10 @@ class OnPolicyRunner:
             c["starts"] = done.float().unsqueeze(-1)
             c["episode_start"][done] = t + 1
             if h_actor is not None:
-                keep = (~done).float().view(-1, 1, 1)
-                c["h_actor"], c["h_critic"] = h_actor * keep, h_critic * keep
+                c["h_actor"] = h_actor * (~done).float().view(-1, 1, 1)
             c["obs"], c["state"] = torch.tensor(step.obs), torch.tensor(step.state)
             c["avail"], c["active"] = torch.tensor(step.avail), torch.tensor(step.active)
-        last_values, _ = self.critic.value(c["state"], c["h_critic"])
-        b = buf.batch
-        b.bootstrap_values[:-1] = b.values[1:]
-        b.bootstrap_values[-1] = last_values
-        b.bootstrap_values.copy_(torch.where(b.truncated, self.final_values, b.bootstrap_values))
+        self._critic_pass(h_critic0, truncations)
         self.episodes += len(returns)
         stats: dict[str, float] = {"env/restarts": float(self.envs.restarts)}
         if self.envs.restarts != restarts_before:
@@ -206,6 +205,32 @@ class OnPolicyRunner:
             if wins:
                 stats["train/win_rate"] = float(np.mean(wins))
         return stats
+
+    def _critic_pass(self, h0: Tensor | None, truncations: list[tuple[int, np.ndarray, np.ndarray]]) -> None:
+        """``V(s_t)`` for the whole rollout, the critic's hidden states, and the bootstrap values.
+
+        ``bootstrap[t] = V(s_{t+1})`` (``V(s_T)`` from the carried state), or ``V(final state of
+        step t)`` where the episode was truncated at t, evaluated with the critic state reached
+        after step t (the same numbers a step-by-step rollout computes).
+        """
+        c, b = self.carry, self.buffer.batch
+        values, h_after = self.critic.rollout_values(b.state, h0, b.starts)  # h_after[t]: after step t
+        b.values.copy_(values)
+        if h_after is not None:  # the state before step t, zeroed where an episode starts at t
+            b.h_critic[0].copy_(h0)
+            b.h_critic[1:].copy_(h_after[:-1] * (1.0 - b.starts[1:]).unsqueeze(-1))
+            c["h_critic"] = h_after[-1] * (1.0 - c["starts"]).unsqueeze(-1)
+        self.final_values.zero_()
+        if truncations:
+            ts = torch.from_numpy(np.concatenate([np.full(len(e), t) for t, e, _ in truncations]))
+            es = torch.from_numpy(np.concatenate([e for _, e, _ in truncations]))
+            final_states = torch.from_numpy(np.concatenate([s for _, _, s in truncations]))
+            h_final = None if h_after is None else h_after[ts, es]
+            self.final_values[ts, es] = self.critic.value(final_states, h_final)[0]
+        last_values, _ = self.critic.value(c["state"], c["h_critic"])
+        b.bootstrap_values[:-1] = b.values[1:]
+        b.bootstrap_values[-1] = last_values
+        b.bootstrap_values.copy_(torch.where(b.truncated, self.final_values, b.bootstrap_values))
 
     # -- training loop ----------------------------------------------------------------------------
     def train(self, logger: RunLogger) -> str:

@@ -20,7 +20,8 @@ def test_fast_tanh_matches_torch_tanh_and_its_gradient(scale, seed):
     w = torch.randn(x.shape, generator=g)
     (gx,) = torch.autograd.grad((y * w).sum(), x)
     expected = w.double() * (1 - ref**2)
-    assert torch.allclose(gx.double(), expected, atol=1e-6, rtol=1e-5)
+    # d(1 - y²) = 2y·dy: y's 2e-7 error gives at most ~4e-7·|w|, plus float32 rounding
+    assert ((gx.double() - expected).abs() <= 1e-6 * w.abs().double() + 1e-7).all()
 
 
 def test_fast_tanh_without_grad_and_small_tensors_are_torch_tanh():

@@ -46,6 +46,48 @@ def test_mpe_maps_and_model_modes_train(tmp_path, overrides):
     assert all(np.isfinite(v) for r in rows for v in r.values())
 
 
+@pytest.mark.parametrize("critic_agent_id", [False, True], ids=["one state row", "per-agent rows"])
+def test_batched_critic_pass_equals_a_step_by_step_critic(tmp_path, critic_agent_id):
+    """The runner evaluates the critic once per rollout; it must store exactly what a per-step
+    critic computes: V(s_t), the hidden state before each step (zeroed at episode starts), and
+    bootstraps from V(s_{t+1}) or, at a truncation, from V(final state) with the state reached."""
+    import torch
+
+    from marlopt.runners.on_policy import OnPolicyRunner
+
+    cfg = make_config("env=mpe", "map=simple_spread", "env.options.max_cycles=7", "n_envs=3", "rollout_length=20",
+                      "env.vector=inproc", "model.recurrent=true", f"model.critic_agent_id={critic_agent_id}")
+    runner = OnPolicyRunner(cfg, tmp_path)
+    steps = []
+    original_step = runner.envs.step
+    runner.envs.step = lambda a: steps.append(original_step(a)) or steps[-1]
+    for _ in range(2):  # the second rollout starts from a carried, non-zero critic state
+        steps.clear()
+        h = runner.carry["h_critic"].clone()
+        runner.collect()
+        b = runner.buffer.batch
+        critic = runner.critic
+        assert b.truncated.any()  # bootstraps from final states are exercised
+        for t in range(b.obs.shape[0]):
+            h = h * (1.0 - b.starts[t]).unsqueeze(-1)
+            torch.testing.assert_close(b.h_critic[t], h, atol=1e-5, rtol=1e-4)
+            v, h_next = critic.value(b.state[t], h)
+            torch.testing.assert_close(b.values[t], v, atol=1e-5, rtol=1e-4)
+            for e in range(b.obs.shape[1]):
+                if b.truncated[t, e]:
+                    final = torch.from_numpy(steps[t].final_state[e : e + 1])
+                    expected = critic.value(final, h_next[e : e + 1])[0][0]
+                elif t + 1 < b.obs.shape[0]:
+                    expected = critic.value(b.state[t + 1, e : e + 1], h_next[e : e + 1] * (1 - b.starts[t + 1, e]))[0][0]
+                else:
+                    expected = critic.value(runner.carry["state"][e : e + 1], runner.carry["h_critic"][e : e + 1])[0][0]
+                torch.testing.assert_close(b.bootstrap_values[t, e], expected, atol=1e-5, rtol=1e-4)
+            h = h_next
+        torch.testing.assert_close(runner.carry["h_critic"], h * (1.0 - runner.carry["starts"]).unsqueeze(-1))
+        runner.rule.update(b)
+    runner.close()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_mappo_settles_on_an_equilibrium_of_the_gpvd_matrix_game(tmp_path, seed):
