@@ -140,7 +140,7 @@ def _alloc(n: int, fields: list[tuple[tuple[int, ...], np.dtype]]) -> tuple[np.n
 # count as int64 at offset 8), then each field of its slice, 8-byte aligned.
 #: Seconds a worker (and the parent, waiting for a step reply) busy-polls its pipe before it
 #: blocks. Waking a blocked process costs 100-400 us on VMs: more than a cheap env step.
-_DEFAULT_SPIN = 0.002
+_DEFAULT_SPIN = 0.01
 
 _BLOCK_TAG = ord("K")
 _STEP_TAG = b"S"  # a step command: b"S" + the raw action bytes (pickles start with b"\x80")
@@ -532,7 +532,7 @@ class VectorEnv:
         n_workers: subproc/hybrid; default ``min(E, usable CPUs)`` (hybrid: ``min(E - 1, CPUs - 1)``,
             at least 1); worker ``k`` owns a contiguous slice of the envs.
         spin: subproc/hybrid; seconds each worker busy-polls for the next command before it blocks,
-            and the parent for a step reply (``None``: 2 ms when workers + 1 <= usable CPUs, else 0,
+            and the parent for a step reply (``None``: 10 ms when workers + 1 <= usable CPUs, else 0,
             where spinning would steal a core from a process with work to do).
         step_timeout: subproc only; seconds a worker may take for one step before it is deemed hung,
             killed and respawned (``None``: wait forever; a dead worker is detected regardless).

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from marlopt.envs import VecStep, VectorEnv, env_fn
+from marlopt.envs.vector import _DEFAULT_SPIN
 from tests.envs.faulty_env import ToyEnv
 
 E = 4
@@ -133,7 +134,7 @@ def test_spinning_is_on_only_when_every_spinner_has_a_core():
     cores = len(os.sched_getaffinity(0))
     for mode, workers in [("hybrid", 1), ("subproc", 2), ("subproc", 1)]:
         with VectorEnv(toy_fns(3), mode=mode, n_workers=workers) as vec:
-            assert vec.spin == (0.002 if workers + 1 <= cores else 0.0), (mode, workers)
+            assert vec.spin == (_DEFAULT_SPIN if workers + 1 <= cores else 0.0), (mode, workers)
             vec.reset([0, 1, 2])  # and it steps either way
             vec.step(random_actions(vec.spec, 1, n=3)[0])
     with VectorEnv(toy_fns(2), mode="inproc") as vec:
