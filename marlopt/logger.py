@@ -107,8 +107,12 @@ class RunLogger:
         self._show(step, clean)
 
     def _show(self, step: int, metrics: dict[str, float]) -> None:
+        """Progress of training iterations only (events without ``time/fps``, e.g. the final
+        evaluation, leave the display as it is)."""
+        if "time/fps" not in metrics:
+            return
         ret = metrics.get("train/return_mean")
-        fps = metrics.get("time/fps", 0.0)
+        fps = metrics["time/fps"]
         if self._progress is not None:
             fields = {"fps": fps} | ({"ret": f"{ret:.2f}"} if ret is not None else {})
             self._progress.update(self._task, completed=step, **fields)
@@ -116,7 +120,7 @@ class RunLogger:
             self._last_print = time.perf_counter()
             elapsed = time.perf_counter() - self._start_time
             rate = (step - self._start_frame) / max(elapsed, 1e-9)
-            eta = (self.total_frames - step) / max(rate, 1e-9)
+            eta = max(0.0, self.total_frames - step) / max(rate, 1e-9)  # the last iteration may overshoot
             ret_s = f"{ret:.2f}" if ret is not None else "-"
             self.console.print(f"[{step:,}/{self.total_frames:,} frames] {fps:,.0f} frames/s  return {ret_s}  "
                                f"ETA {time.strftime('%H:%M:%S', time.gmtime(eta))}", highlight=False)
