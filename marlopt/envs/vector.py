@@ -15,7 +15,7 @@ Three modes, one behaviour (same seeds + same actions => bit-identical outputs):
   few cores with cheap envs (MPE: ~250 us per step) this beats both: inproc leaves the other cores
   idle, subproc pays IPC for every env and leaves the parent idle.
 
-Actions are cast once, identically in both modes: discrete to int64 ``[E, N]``, continuous to
+Actions are cast once, identically in every mode: discrete to int64 ``[E, N]``, continuous to
 float64 ``[E, N, A]``.
 
 Outputs of ``step(actions)`` (``VecStep``; E envs, N agents; S = ``spec.state_rows``):
@@ -581,45 +581,42 @@ class VectorEnv:
         self.local_envs = 0
         self._finalizer = weakref.finalize(self, _shutdown, self._workers, self._groups)
 
+        # Envs [0, local_envs) are stepped in this process (all of them in inproc mode), the rest
+        # by the workers: every command below serves the three modes with one code path.
         if mode == "inproc":
-            self._group = _EnvGroup(self._env_fns, 0, self.max_restarts)
-            self._groups.append(self._group)
-            self.spec: EnvSpec = self._group.spec
-            self.n_workers = 0
+            self.n_workers, self.local_envs = 0, self.num_envs
+        elif mode == "hybrid":
+            self.n_workers = min(self.num_envs - 1, n_workers or max(1, _usable_cpus() - 1))
+            self.local_envs = self.num_envs // (self.n_workers + 1)
         else:
+            self.n_workers = min(self.num_envs, n_workers or _usable_cpus())
+        if self.n_workers:
             self._ctx = mp.get_context("spawn")
-            if mode == "hybrid":
-                self.n_workers = min(self.num_envs - 1, n_workers or max(1, _usable_cpus() - 1))
-                self.local_envs = self.num_envs // (self.n_workers + 1)
-            else:
-                self.n_workers = min(self.num_envs, n_workers or _usable_cpus())
             if spin is None:  # spinning pays only while every spinner has a core of its own
                 spin = _DEFAULT_SPIN if self.n_workers + 1 <= _usable_cpus() else 0.0
             self.spin = float(spin)
-            bounds = np.linspace(self.local_envs, self.num_envs, self.n_workers + 1).round().astype(int)
-            for k in range(self.n_workers):
-                self._workers.append(_Worker(k, int(bounds[k]), int(bounds[k + 1])))
-            try:
-                for w in self._workers:  # start them all, then wait: start-up runs in parallel
-                    self._start(w)
-                specs = []
-                if self.local_envs:  # built while the workers start
-                    self._group = _EnvGroup(self._env_fns[: self.local_envs], 0, self.max_restarts)
-                    self._groups.append(self._group)
-                    specs.append(self._group.spec)
-                specs += [self._await_ready(w) for w in self._workers]
-                for k, s in enumerate(specs[1:], start=1):
-                    if s != specs[0]:
-                        raise ValueError(
-                            f"env group {k} built envs with spec {s}, group 0 with {specs[0]}"
-                        )
-            except _WorkerLost as err:
-                self.close()
-                raise RuntimeError(f"env worker failed to start: {err}") from err
-            except BaseException:
-                self.close()
-                raise
-            self.spec = specs[0]
+        bounds = np.linspace(self.local_envs, self.num_envs, self.n_workers + 1).round().astype(int)
+        for k in range(self.n_workers):
+            self._workers.append(_Worker(k, int(bounds[k]), int(bounds[k + 1])))
+        try:
+            for w in self._workers:  # start them all, then wait: start-up runs in parallel
+                self._start(w)
+            specs = []
+            if self.local_envs:  # built while the workers start
+                self._group = _EnvGroup(self._env_fns[: self.local_envs], 0, self.max_restarts)
+                self._groups.append(self._group)
+                specs.append(self._group.spec)
+            specs += [self._await_ready(w) for w in self._workers]
+            for k, s in enumerate(specs[1:], start=1):
+                if s != specs[0]:
+                    raise ValueError(f"env group {k} built envs with spec {s}, group 0 with {specs[0]}")
+        except _WorkerLost as err:
+            self.close()
+            raise RuntimeError(f"env worker failed to start: {err}") from err
+        except BaseException:
+            self.close()
+            raise
+        self.spec: EnvSpec = specs[0]
         self._fields = _fields(self.spec)
         self._act_shape, self._act_dtype = _action_layout(self.spec)
 
@@ -641,24 +638,18 @@ class VectorEnv:
             raise ValueError(f"reset needs {self.num_envs} seeds, got {len(seeds)}")
         self._seeds = [None if s is None else int(s) for s in seeds]
         self._busy = True
-        if self.mode == "inproc":
-            obs, state, avail = self._group.reset(self._seeds)
+        parts = []
+        if self._group is not None:
+            parts.append(self._group.reset(self._seeds[: self.local_envs]))
             self._sync_inproc_restarts()
-        else:
-            parts = []
-            if self._group is not None:
-                parts.append(self._group.reset(self._seeds[: self.local_envs]))
-                self._sync_inproc_restarts()
-            replies = self._broadcast(
-                lambda w: ("reset", self._seeds[w.lo : w.hi], False), self._slow_timeout
-            )
-            for w, msg in zip(self._workers, replies):
-                if msg is None:  # lost: respawned, reset with derived seeds
-                    parts.append(self._respawn(w))
-                else:
-                    self._account(w, msg[2])
-                    parts.append(msg[1])
-            obs, state, avail = (self._cat([p[k] for p in parts]) for k in range(3))
+        replies = self._broadcast(lambda w: ("reset", self._seeds[w.lo : w.hi], False), self._slow_timeout)
+        for w, msg in zip(self._workers, replies):
+            if msg is None:  # lost: respawned, reset with derived seeds
+                parts.append(self._respawn(w))
+            else:
+                self._account(w, msg[2])
+                parts.append(msg[1])
+        obs, state, avail = (self._cat([p[k] for p in parts]) for k in range(3))
         self._pending_dropped[:] = False
         active = np.ones((self.num_envs, self.spec.n_agents), dtype=bool)
         self._remember(obs, state, avail, active)
@@ -676,11 +667,7 @@ class VectorEnv:
                 f"actions must have shape {(self.num_envs, *self._act_shape)}, got {actions.shape}"
             )
         self._busy = True
-        if self.mode == "inproc":
-            out = self._group.step(actions)
-            self._sync_inproc_restarts()
-        else:
-            out = self._step_subproc(actions)
+        out = self._step_groups(actions)
         if self._pending_dropped.any():  # envs reset behind the caller's back (get_state respawn)
             pend = self._pending_dropped
             out[4][pend] = 0.0  # reward
@@ -698,30 +685,27 @@ class VectorEnv:
         if self._last is None:
             raise RuntimeError("VectorEnv.get_state called before reset(seeds)")
         self._busy = True
-        if self.mode == "inproc":
+        blobs, ep_return, ep_length, seeds = [], [], [], []
+        if self._group is not None:
             blobs, ep_return, ep_length, seeds = self._group.get_state()
-        else:
-            blobs, ep_return, ep_length, seeds = [], [], [], []
-            if self._group is not None:
-                blobs, ep_return, ep_length, seeds = self._group.get_state()
-            replies = self._broadcast(lambda w: ("get_state",), self._slow_timeout)
-            for w, msg in zip(self._workers, replies):
-                while msg is None:  # lost: respawn (its envs restart: dropped next step), retry
-                    o, s, a = self._respawn(w)
-                    self._last.obs[w.lo : w.hi] = o
-                    self._last.state[w.lo : w.hi] = s
-                    self._last.avail[w.lo : w.hi] = a
-                    self._last.active[w.lo : w.hi] = True
-                    self._pending_dropped[w.lo : w.hi] = True
-                    try:
-                        msg = self._request(w, ("get_state",), self._slow_timeout)
-                    except _WorkerLost as err:
-                        self._count_restart(str(err))
-                b, r, length, sd = msg[1]
-                blobs += b
-                ep_return += r
-                ep_length += length
-                seeds += sd
+        replies = self._broadcast(lambda w: ("get_state",), self._slow_timeout)
+        for w, msg in zip(self._workers, replies):
+            while msg is None:  # lost: respawn (its envs restart: dropped next step), retry
+                o, s, a = self._respawn(w)
+                self._last.obs[w.lo : w.hi] = o
+                self._last.state[w.lo : w.hi] = s
+                self._last.avail[w.lo : w.hi] = a
+                self._last.active[w.lo : w.hi] = True
+                self._pending_dropped[w.lo : w.hi] = True
+                try:
+                    msg = self._request(w, ("get_state",), self._slow_timeout)
+                except _WorkerLost as err:
+                    self._count_restart(str(err))
+            b, r, length, sd = msg[1]
+            blobs += b
+            ep_return += r
+            ep_length += length
+            seeds += sd
         self._busy = False
         return {
             "format": _STATE_FORMAT,
@@ -753,28 +737,24 @@ class VectorEnv:
         )  # fmt: skip
         restarts_before = self._restarts
         self._busy = True
-        if self.mode == "inproc":
-            mask, obs, st, avail = self._group.set_state(blobs, ep_ret, ep_len, seeds)
+        parts = []
+        if self._group is not None:
+            m = self.local_envs
+            parts.append(self._group.set_state(blobs[:m], ep_ret[:m], ep_len[:m], seeds[:m]))
             self._sync_inproc_restarts()
-        else:
-            parts = []
-            if self._group is not None:
-                m = self.local_envs
-                parts.append(self._group.set_state(blobs[:m], ep_ret[:m], ep_len[:m], seeds[:m]))
-                self._sync_inproc_restarts()
-            replies = self._broadcast(
-                lambda w: ("set_state", blobs[w.lo : w.hi], ep_ret[w.lo : w.hi],
-                           ep_len[w.lo : w.hi], seeds[w.lo : w.hi]),
-                self._slow_timeout,
-            )  # fmt: skip
-            for w, msg in zip(self._workers, replies):
-                if msg is None:  # lost while restoring: its envs start over
-                    o, s, a = self._respawn(w)
-                    parts.append((np.ones(w.hi - w.lo, dtype=bool), o, s, a))
-                else:
-                    self._account(w, msg[2])
-                    parts.append(msg[1])
-            mask, obs, st, avail = (self._cat([p[k] for p in parts]) for k in range(4))
+        replies = self._broadcast(
+            lambda w: ("set_state", blobs[w.lo : w.hi], ep_ret[w.lo : w.hi],
+                       ep_len[w.lo : w.hi], seeds[w.lo : w.hi]),
+            self._slow_timeout,
+        )  # fmt: skip
+        for w, msg in zip(self._workers, replies):
+            if msg is None:  # lost while restoring: its envs start over
+                o, s, a = self._respawn(w)
+                parts.append((np.ones(w.hi - w.lo, dtype=bool), o, s, a))
+            else:
+                self._account(w, msg[2])
+                parts.append(msg[1])
+        mask, obs, st, avail = (self._cat([p[k] for p in parts]) for k in range(4))
         last_obs, last_state, last_avail, last_active = (np.array(x) for x in state["last"])
         last_obs[mask], last_state[mask], last_avail[mask] = obs[mask], st[mask], avail[mask]
         last_active[mask] = True
@@ -1031,7 +1011,8 @@ class VectorEnv:
             self._count_restart(str(lost))
         return replies
 
-    def _step_subproc(self, actions: np.ndarray) -> list[np.ndarray]:
+    def _step_groups(self, actions: np.ndarray) -> list[np.ndarray]:
+        """Send the workers their actions, step the local envs meanwhile, collect the replies."""
         workers = self._workers
         sent: list[_WorkerLost | None] = []
         for w in workers:

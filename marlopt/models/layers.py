@@ -141,12 +141,17 @@ class GroupedGRUCell(GroupedModule):
 _FAST_TANH_MIN_NUMEL = 16384
 
 
+def _tanh_via_sigmoid(x: Tensor) -> Tensor:
+    """``tanh(x) = 2 σ(2x) - 1``."""
+    return torch.sigmoid(x * 2.0).mul_(2.0).sub_(1.0)
+
+
 class _SigmoidTanh(torch.autograd.Function):
-    """``tanh(x) = 2 σ(2x) - 1`` forward, ``tanh_backward`` (``g (1 - y²)``) backward."""
+    """:func:`_tanh_via_sigmoid` forward, ``tanh_backward`` (``g (1 - y²)``) backward."""
 
     @staticmethod
     def forward(ctx: Any, x: Tensor) -> Tensor:
-        y = torch.sigmoid(x * 2.0).mul_(2.0).sub_(1.0)
+        y = _tanh_via_sigmoid(x)
         ctx.save_for_backward(y)
         return y
 
@@ -169,7 +174,7 @@ def tanh(x: Tensor) -> Tensor:
         return torch.tanh(x)
     if torch.is_grad_enabled() and x.requires_grad:
         return _SigmoidTanh.apply(x)
-    return torch.sigmoid(x * 2.0).mul_(2.0).sub_(1.0)
+    return _tanh_via_sigmoid(x)
 
 
 ACTIVATIONS = {"relu": torch.relu, "tanh": tanh}

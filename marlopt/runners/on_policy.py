@@ -117,7 +117,6 @@ class OnPolicyRunner:
         self._refresh_rollout_nets()
         t, e = cfg.rollout_length, cfg.n_envs
         self.buffer = RolloutBuffer(spec, e, t, self.critic.rows, self.actor.hidden_size, self.critic.hidden_size, CPU)
-        self.final_values = torch.zeros(t, e, self.critic.rows)
         self.frames_per_iteration = t * e
         self.total_frames = int(cfg.total_steps)
         self.frames = self.iteration = self.episodes = 0
@@ -220,17 +219,16 @@ class OnPolicyRunner:
             b.h_critic[0].copy_(h0)
             b.h_critic[1:].copy_(h_after[:-1] * (1.0 - b.starts[1:]).unsqueeze(-1))
             c["h_critic"] = h_after[-1] * (1.0 - c["starts"]).unsqueeze(-1)
-        self.final_values.zero_()
+        last_values, _ = self.critic.value(c["state"], c["h_critic"])
+        b.bootstrap_values[:-1] = b.values[1:]
+        b.bootstrap_values[-1] = last_values
+        b.bootstrap_values.masked_fill_(b.truncated, 0.0)  # a dropped episode's cut bootstraps nothing
         if truncations:
             ts = torch.from_numpy(np.concatenate([np.full(len(e), t) for t, e, _ in truncations]))
             es = torch.from_numpy(np.concatenate([e for _, e, _ in truncations]))
             final_states = torch.from_numpy(np.concatenate([s for _, _, s in truncations]))
             h_final = None if h_after is None else h_after[ts, es]
-            self.final_values[ts, es] = self.critic.value(final_states, h_final)[0]
-        last_values, _ = self.critic.value(c["state"], c["h_critic"])
-        b.bootstrap_values[:-1] = b.values[1:]
-        b.bootstrap_values[-1] = last_values
-        b.bootstrap_values.copy_(torch.where(b.truncated, self.final_values, b.bootstrap_values))
+            b.bootstrap_values[ts, es] = self.critic.value(final_states, h_final)[0]
 
     # -- training loop ----------------------------------------------------------------------------
     def train(self, logger: RunLogger) -> str:
