@@ -68,6 +68,8 @@ def test_spec_and_shapes(sc2, map_name, state_type):
         sc = env._sc
         assert sc.map_name == f"10gen_{map_name.split('_')[0]}" and sc.continuing_episode
         assert sc.use_unit_ranges and sc.obs_own_pos and sc.min_attack_range == 2
+        info = env._raw.get_env_info()  # smacv2's MultiAgentEnv adds the capability size
+        assert info["cap_shape"] == sc.get_cap_size() and "agent_features" in info
     finally:
         env.close()
 

@@ -4,7 +4,8 @@ It stands in for StarCraft II (which cannot run here): a small deterministic bat
 the same Python surface as ``smac.env.StarCraft2Env`` (constructor arguments, attributes such as
 ``agents``/``enemies``/``death_tracker_ally``/``last_action``/``timeouts``/``force_restarts``/
 ``_sc2_proc``, and methods ``reset``/``step``/``get_obs``/``get_state``/``get_avail_actions``/
-``get_env_info``/``save_replay``/``close``), with SMAC's observation, state and action layouts, so
+``save_replay``/``close``; ``get_env_info`` comes from each package's ``MultiAgentEnv``, as in the
+real packages: smacv2's adds ``cap_shape``), with SMAC's observation, state and action layouts, so
 the shapes equal the real ones (MMM2: obs 176, state 322, 18 actions). Its "game" is a real child
 process (``sleep``) so that closing and orphan-killing can be tested.
 
@@ -630,15 +631,6 @@ class StandinStarCraft2Env:
 
     def get_avail_actions(self) -> list[list[int]]:
         return [self.get_avail_agent_actions(i) for i in range(self.n_agents)]
-
-    def get_env_info(self) -> dict[str, Any]:
-        return {
-            "state_shape": self.get_state_size(),
-            "obs_shape": self.get_obs_size(),
-            "n_actions": self.get_total_actions(),
-            "n_agents": self.n_agents,
-            "episode_limit": self.episode_limit,
-        }
 
     def get_stats(self) -> dict[str, Any]:
         return {"battles_won": self.battles_won, "battles_game": self.battles_game,
