@@ -18,6 +18,11 @@ import torch
 
 LATEST = "latest.pt"
 
+#: Bumped whenever a checkpoint written by an older marlopt would load *wrongly* rather than fail.
+#: 2: linear weights are stored ``[out, in]`` (``nn.Linear``'s layout); format 1 stored ``[in, out]``,
+#: and its square hidden layers would load silently transposed.
+FORMAT = 2
+
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing or unreadable; the message says which file and what to do."""
@@ -51,6 +56,8 @@ def decode_numpy(obj: Any) -> Any:
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    """Write ``payload`` (plus the format number) atomically to ``path``."""
+    payload = {**payload, "format": FORMAT}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     with open(tmp, "wb") as f:
@@ -71,6 +78,13 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"corrupt or incompatible checkpoint {path}: {type(exc).__name__}: {exc}"[:400] + hint) from None
     if not isinstance(payload, dict) or "rule" not in payload:
         raise CheckpointError(f"{path} is not a marlopt checkpoint (no 'rule' entry)")
+    found = payload.get("format", 1)
+    if found != FORMAT:
+        raise CheckpointError(
+            f"{path} has checkpoint format {found}, this marlopt reads format {FORMAT} (see FORMAT in "
+            "marlopt/checkpoint.py for what changed): evaluate or resume it with the marlopt commit in the "
+            "run's versions.json, or start a new run"
+        )
     return payload
 
 

@@ -150,6 +150,21 @@ def test_corrupt_checkpoint_is_reported_and_kept(capsys, tmp_path):
     assert proc.returncode == 2 and "available: latest, step_120" in proc.stderr
 
 
+def test_checkpoint_of_another_format_is_refused_not_misloaded(capsys, tmp_path):
+    """Format 1 stored linear weights [in, out]: its square layers would load silently transposed."""
+    run = tmp_path / "run"
+    run_cli("marlopt.train", *SMALL, "total_steps=120", f"hydra.run.dir={run}", cwd=tmp_path)
+    latest = run / "checkpoints" / "latest.pt"
+    payload = torch.load(latest, weights_only=True)
+    assert payload["format"] == 2
+    del payload["format"]  # what a format-1 checkpoint looks like
+    torch.save(payload, latest)
+    line = _error_line(capsys, [f"resume={run}"])
+    assert "checkpoint format 1" in line and "reads format 2" in line and "versions.json" in line
+    proc = run_cli("marlopt.evaluate", f"run={run}", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "checkpoint format 1" in proc.stderr
+
+
 def test_missing_simulator_is_one_line_with_the_fix(capsys, tmp_path, monkeypatch):
     import importlib.util
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from marlopt.algos.base import Chunks, MetricMeans, OnPolicyRule, clip_and_step
@@ -75,23 +76,42 @@ ACTOR_OBJECTIVES: dict[str, Callable[[Any], tuple[ObjectiveFn, tuple[float, floa
 
 
 class RatioDiagnostics:
-    """Max/min per-sample ratio over an update, and the last minibatch's outside-fraction and KL."""
+    """Max/min per-sample ratio over an update, and the last minibatch's outside-fraction and KL.
+
+    Each minibatch adds its extreme log-ratios as a tensor (no host sync per minibatch); the
+    full :func:`ratio_diagnostics` runs once, on the last minibatch, in :meth:`metrics`. Samples
+    outside the mask are ignored; a minibatch with none counted adds nothing.
+    """
 
     def __init__(self, region: tuple[float, float]):
         self.low, self.high = region
-        self.max, self.min = float("-inf"), float("inf")
-        self.last: dict[str, float] = {}
+        self.extremes: list[Tensor] = []  # per minibatch: [max log r, min log r] over counted samples
+        self.last: tuple[Tensor, Tensor, Tensor | None] | None = None
 
-    def observe(self, logp: Tensor, logp_old: Tensor, mask: Tensor) -> None:
-        d = ratio_diagnostics(logp, logp_old, mask=mask, low=self.low, high=self.high)
-        self.max, self.min, self.last = max(self.max, d["ratio_max"]), min(self.min, d["ratio_min"]), d
+    def observe(self, logp: Tensor, logp_old: Tensor, mask: Tensor | None) -> None:
+        logp = logp.detach()
+        lr = (logp.double() - logp_old.double()).clamp(-700.0, 700.0)
+        if mask is not None:
+            counted = (mask != 0).expand_as(lr)
+            high, low = lr.masked_fill(~counted, float("-inf")), lr.masked_fill(~counted, float("inf"))
+        else:
+            high = low = lr
+        self.extremes.append(torch.stack([high.max(), low.min()]))
+        self.last = (logp, logp_old, mask)
 
     def metrics(self) -> dict[str, float]:
+        last = {} if self.last is None else ratio_diagnostics(*self.last, low=self.low, high=self.high)
+        r_max, r_min = 1.0, 1.0
+        if self.extremes:
+            extremes = torch.stack(self.extremes)
+            top, bottom = extremes[:, 0].max(), extremes[:, 1].min()
+            if torch.isfinite(top):  # some sample was counted
+                r_max, r_min = top.exp().item(), bottom.exp().item()
         return {
-            "ratio/max": self.max,
-            "ratio/min": self.min,
-            "ratio/frac_outside": self.last.get("ratio_frac_outside", 0.0),
-            "ratio/approx_kl": self.last.get("approx_kl", 0.0),
+            "ratio/max": r_max,
+            "ratio/min": r_min,
+            "ratio/frac_outside": last.get("ratio_frac_outside", 0.0),
+            "ratio/approx_kl": last.get("approx_kl", 0.0),
         }
 
 

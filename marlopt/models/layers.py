@@ -57,7 +57,12 @@ def _stack(params: nn.ParameterList) -> Tensor:
 
 
 class GroupedLinear(GroupedModule):
-    """``y[..., n, :] = x[..., n, :] @ W[g(n)] + b[g(n)]`` with orthogonal init of gain ``gain``."""
+    """``y[..., n, :] = x[..., n, :] @ W[g(n)]ᵀ + b[g(n)]`` with orthogonal init of gain ``gain``.
+
+    Each weight is stored ``[out, in]`` (``nn.Linear``'s layout). On CPU this matters: MKL's
+    ``x @ W`` with ``W[in, out]`` is 3–5× slower for narrow outputs (policy and value heads:
+    ``[1200, 256] @ [256, 5]`` 413 vs 136 µs forward, 498 vs 98 µs for the weight gradient).
+    """
 
     def __init__(self, groups: int, in_features: int, out_features: int, gain: float = math.sqrt(2)):
         super().__init__()
@@ -66,18 +71,17 @@ class GroupedLinear(GroupedModule):
         for _ in range(groups):
             w = torch.empty(out_features, in_features)
             nn.init.orthogonal_(w, gain=gain)
-            weights.append(w.t().contiguous())
+            weights.append(w)
         self.weight = _grouped(weights)
         self.bias = _grouped([torch.zeros(out_features) for _ in range(groups)])
 
     def forward(self, x: Tensor) -> Tensor:
         if self.groups == 1 or (self.only is not None and x.shape[-2] == 1):
-            weight, bias = self._pick(self.weight, x), self._pick(self.bias, x)
-            return torch.addmm(bias, x.reshape(-1, self.in_features), weight).reshape(*x.shape[:-1], self.out_features)
+            return F.linear(x, self._pick(self.weight, x), self._pick(self.bias, x))
         n = x.shape[-2]
         lead = x.shape[:-2]
         xs = x.reshape(-1, n, self.in_features).transpose(0, 1)  # [N, B, in]
-        y = torch.baddbmm(_stack(self.bias).unsqueeze(1), xs, _stack(self.weight))  # [N, B, out]
+        y = torch.baddbmm(_stack(self.bias).unsqueeze(1), xs, _stack(self.weight).transpose(1, 2))  # [N, B, out]
         return y.transpose(0, 1).reshape(*lead, n, self.out_features)
 
 
@@ -116,7 +120,7 @@ class GroupedGRUCell(GroupedModule):
         hr, hz, hn = gates_h.chunk(3, dim=-1)
         r = torch.sigmoid(xr + hr)
         z = torch.sigmoid(xz + hz)
-        n = tanh(xn + r * hn)
+        n = tanh_(xn + r * hn)
         return n + z * (h - n)
 
     def forward(self, x: Tensor, h: Tensor, starts: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -137,21 +141,22 @@ class GroupedGRUCell(GroupedModule):
         return torch.stack(outs), h
 
 
-#: Below this many elements ``tanh`` calls ``torch.tanh`` directly (one op beats three small ones).
+#: Below this many elements ``tanh_`` calls ``torch.tanh_`` directly (one op beats four small ones).
 _FAST_TANH_MIN_NUMEL = 16384
 
 
-def _tanh_via_sigmoid(x: Tensor) -> Tensor:
-    """``tanh(x) = 2 σ(2x) - 1``."""
-    return torch.sigmoid(x * 2.0).mul_(2.0).sub_(1.0)
+def _tanh_via_sigmoid_(x: Tensor) -> Tensor:
+    """``tanh(x) = 2 σ(2x) - 1``, computed in place in ``x``."""
+    return x.mul_(2.0).sigmoid_().mul_(2.0).sub_(1.0)
 
 
-class _SigmoidTanh(torch.autograd.Function):
-    """:func:`_tanh_via_sigmoid` forward, ``tanh_backward`` (``g (1 - y²)``) backward."""
+class _SigmoidTanh_(torch.autograd.Function):
+    """:func:`_tanh_via_sigmoid_` forward (in place), ``tanh_backward`` (``g (1 - y²)``) backward."""
 
     @staticmethod
     def forward(ctx: Any, x: Tensor) -> Tensor:
-        y = _tanh_via_sigmoid(x)
+        ctx.mark_dirty(x)
+        y = _tanh_via_sigmoid_(x)
         ctx.save_for_backward(y)
         return y
 
@@ -161,20 +166,24 @@ class _SigmoidTanh(torch.autograd.Function):
         return torch.ops.aten.tanh_backward(grad, y)
 
 
-def tanh(x: Tensor) -> Tensor:
-    """``tanh`` that is fast on large CPU tensors.
+def tanh_(x: Tensor) -> Tensor:
+    """``tanh``, in place, fast on large CPU tensors. For fresh intermediates only (a layer's output).
 
     PyTorch's CPU ``tanh`` kernel runs at ~2–3 ns per element on this project's AVX2 build machines,
     3–4× slower than its ``sigmoid``; a Tanh MLP's update spends ~20% of its time there (profiled
     with BenchMARL's MAPPO settings). On large CPU tensors this computes ``2 σ(2x) - 1`` instead
     (absolute error ≤ 2e-7, vs. 3e-8 for ``torch.tanh``; the backward is ``torch``'s own
-    ``tanh_backward``). Small tensors (rollout inference) and other devices use ``torch.tanh``.
+    ``tanh_backward``), in place: four passes over memory that is already in cache, where an
+    out-of-place version allocated two fresh buffers (measured 850–920 → 310–345 µs on a
+    ``[1200, 256]`` layer output). Small tensors (rollout inference) and other devices use
+    ``torch.tanh_``. Autograd checks the in-place use: a tensor that backward still needs raises.
     """
     if x.device.type != "cpu" or x.numel() < _FAST_TANH_MIN_NUMEL:
-        return torch.tanh(x)
+        return x.tanh_()
     if torch.is_grad_enabled() and x.requires_grad:
-        return _SigmoidTanh.apply(x)
-    return _tanh_via_sigmoid(x)
+        return _SigmoidTanh_.apply(x)
+    return _tanh_via_sigmoid_(x)
 
 
-ACTIVATIONS = {"relu": torch.relu, "tanh": tanh}
+#: Activations applied *in place* to a layer's fresh output (``Trunk``).
+ACTIVATIONS = {"relu": torch.relu_, "tanh": tanh_}

@@ -43,12 +43,18 @@ class Trunk(nn.Module):
         """``hidden_sequence`` (a list to fill): receives the GRU state after every step ``[L, B, N, H]``."""
         # layers' forward() called directly: rollouts run this every env step, and the generic
         # nn.Module call machinery costs more than the arithmetic of these small layers
+        lead = x.shape[:-1]
+        if self.groups == 1:
+            # one weight set: run the MLP on 2-d rows, so each layer's output is a plain tensor
+            # and the in-place activation stays cheap in backward (in place on a view is not)
+            x = x.reshape(-1, x.shape[-1])
         if self.input_norm is not None:
             x = self.input_norm.forward(x)
         for k, linear in enumerate(self.linears):
-            x = self.act(linear.forward(x))
+            x = self.act(linear.forward(x))  # in place on the layer's fresh output
             if len(self.norms):
                 x = self.norms[k].forward(x)
+        x = x.reshape(*lead, x.shape[-1])
         if not self.recurrent:
             return x, h
         assert h is not None, "a recurrent trunk needs its hidden state"

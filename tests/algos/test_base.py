@@ -1,10 +1,15 @@
-"""Shared update machinery: the (fused where possible) Adam steps exactly like torch's Adam."""
+"""Shared update machinery: Adam, gradient clipping and minibatching, each against torch's or the
+plain way of doing it."""
 
 from __future__ import annotations
 
-import torch
+from types import SimpleNamespace
 
-from marlopt.algos.base import adam
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from marlopt.algos.base import Chunks, OnPolicyRule, adam, clip_grad_norm
 
 
 def test_adam_helper_matches_plain_adam():
@@ -27,3 +32,51 @@ def test_adam_helper_matches_plain_adam():
     restored = torch.optim.Adam(twins, lr=1e-2, eps=1e-6)
     restored.load_state_dict(fast.state_dict())
     assert restored.state_dict()["state"][0]["step"] == 5
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), scale=st.floats(1e-3, 1e3), max_norm=st.floats(0.1, 10.0))
+def test_clip_grad_norm_equals_torchs_bit_for_bit(seed, scale, max_norm):
+    g = torch.Generator().manual_seed(seed)
+    shapes = [(256, 18), (256,), (5, 256), (5,)]
+    ours = [torch.nn.Parameter(torch.zeros(s)) for s in shapes]
+    ref = [torch.nn.Parameter(torch.zeros(s)) for s in shapes]
+    for p, q in zip(ours, ref):
+        p.grad = torch.randn(p.shape, generator=g) * scale
+        q.grad = p.grad.clone()
+    ours[1].grad = None  # a parameter without gradient is skipped by both
+    ref[1].grad = None
+    norm = clip_grad_norm(ours, max_norm)
+    expected = torch.nn.utils.clip_grad_norm_(ref, max_norm)
+    assert torch.equal(norm, expected)
+    for p, q in zip(ours, ref):
+        assert (p.grad is None and q.grad is None) or torch.equal(p.grad, q.grad)
+    after = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in ours if p.grad is not None]))
+    assert after <= max_norm * (1 + 1e-5) or torch.isclose(after, norm)  # clipped, or already inside
+
+
+def _chunks(length: int, sequences: int) -> Chunks:
+    g = torch.Generator().manual_seed(1)
+
+    def r(*shape: int) -> torch.Tensor:
+        return torch.randn(length, sequences, *shape, generator=g)
+
+    return Chunks(obs=r(3, 4), state=r(1, 6), avail=r(3, 2) > 0, actions=r(3), logp=r(3), values=r(1),
+                  active=r(3) > 0, critic_active=r(1) > 0, starts=r(1), advantages=r(3), returns=r(1),
+                  h_actor=torch.randn(sequences, 3, 8, generator=g), h_critic=None)
+
+
+def test_minibatches_are_the_gathered_chunks_of_one_permutation():
+    """Slices of the once-shuffled data = gathering each ``perm.chunk(k)`` separately (the plain way)."""
+    rule = OnPolicyRule.__new__(OnPolicyRule)  # only the config is needed for minibatching
+    rule.cfg = SimpleNamespace(num_minibatches=4)
+    chunks = _chunks(length=5, sequences=22)  # 22 sequences -> minibatches of 6, 6, 6, 4
+    torch.manual_seed(3)
+    got = list(rule.minibatches(chunks))
+    torch.manual_seed(3)
+    expected = [chunks.select(i) for i in torch.randperm(22).chunk(4)]
+    assert [mb.num_sequences for mb in got] == [6, 6, 6, 4]
+    for mb, ref in zip(got, expected):
+        for name in ("obs", "state", "avail", "actions", "advantages", "h_actor"):
+            assert torch.equal(getattr(mb, name), getattr(ref, name)), name
+        assert mb.h_critic is None

@@ -25,16 +25,31 @@ def test_grouped_linear_equals_per_agent_loop():
     layer = GroupedLinear(3, 5, 4)
     x = torch.randn(2, 6, 3, 5)
     y = layer(x)
+    assert tuple(layer.weight[0].shape) == (4, 5), "weights are stored [out, in], as nn.Linear"
     for i in range(3):
-        ref = x[..., i, :] @ layer.weight[i] + layer.bias[i]
+        ref = x[..., i, :] @ layer.weight[i].t() + layer.bias[i]
         torch.testing.assert_close(y[..., i, :], ref)
+
+
+def test_shared_and_single_agent_grouped_linear_equal_nn_linear():
+    torch.manual_seed(0)
+    shared = GroupedLinear(1, 5, 4)
+    ref = torch.nn.Linear(5, 4)
+    with torch.no_grad():  # same [out, in] layout: a plain copy, no transpose
+        ref.weight.copy_(shared.weight)
+        ref.bias.copy_(shared.bias)
+    x = torch.randn(2, 6, 3, 5)
+    torch.testing.assert_close(shared(x), ref(x))
+    per_agent = GroupedLinear(3, 5, 4)
+    per_agent.only = 2  # one agent's input, that agent's weights (sequential updates)
+    torch.testing.assert_close(per_agent(x[..., 2:, :]), x[..., 2:, :] @ per_agent.weight[2].t() + per_agent.bias[2])
 
 
 def test_grouped_gru_matches_torch_gru_cell():
     torch.manual_seed(0)
     cell = GroupedGRUCell(1, 5, 8)
     ref = torch.nn.GRUCell(5, 8)
-    w_ih, w_hh = cell.input_map.weight.t(), cell.hidden_map.weight.t()
+    w_ih, w_hh = cell.input_map.weight, cell.hidden_map.weight
     with torch.no_grad():
         ref.weight_ih.copy_(w_ih)
         ref.weight_hh.copy_(w_hh)
