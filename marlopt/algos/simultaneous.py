@@ -137,8 +137,16 @@ class SimultaneousRule(OnPolicyRule):
             for mb in self.minibatches(chunks):
                 logp, entropy = self.evaluate_actions(mb)
                 policy_loss = self.objective(logp, mb.logp, mb.advantages, mb.active)
-                entropy_mean = self.entropy_term(entropy, mb.active)
-                loss = policy_loss - self.cfg.entropy_coef * entropy_mean + self.actor_regulariser()
+                # terms that are zero stay out of the autograd graph (BenchMARL's MAPPO: no entropy bonus)
+                loss = policy_loss
+                if self.cfg.entropy_coef:
+                    entropy_mean = self.entropy_term(entropy, mb.active)
+                    loss = loss - self.cfg.entropy_coef * entropy_mean
+                else:
+                    entropy_mean = self.entropy_term(entropy.detach(), mb.active)
+                regulariser = self.actor_regulariser()
+                if isinstance(regulariser, Tensor) or regulariser != 0.0:
+                    loss = loss + regulariser
                 norm = clip_and_step(self.actor_optim, params, loss, self.cfg.max_grad_norm)
                 diag.observe(logp.detach(), mb.logp, mb.active)
                 means.add({"actor/policy_loss": policy_loss.item(), "actor/entropy": entropy_mean.item(),

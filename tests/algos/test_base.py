@@ -3,13 +3,14 @@ plain way of doing it."""
 
 from __future__ import annotations
 
+import copy
 from types import SimpleNamespace
 
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from marlopt.algos.base import Chunks, OnPolicyRule, adam, clip_grad_norm
+from marlopt.algos.base import Chunks, LeanFusedAdam, OnPolicyRule, adam, clip_grad_norm
 
 
 def test_adam_helper_matches_plain_adam():
@@ -80,3 +81,33 @@ def test_minibatches_are_the_gathered_chunks_of_one_permutation():
         for name in ("obs", "state", "avail", "actions", "advantages", "h_actor"):
             assert torch.equal(getattr(mb, name), getattr(ref, name)), name
         assert mb.h_critic is None
+
+
+def test_lean_fused_adam_is_torchs_fused_adam_bit_for_bit():
+    torch.manual_seed(0)
+    shapes = [(16, 5), (16,), (3, 16)]
+    lean = [torch.nn.Parameter(torch.randn(s)) for s in shapes]
+    ref = [torch.nn.Parameter(p.detach().clone()) for p in lean]
+    ours, torchs = LeanFusedAdam(lean, lr=1e-2, eps=1e-6), torch.optim.Adam(ref, lr=1e-2, eps=1e-6, fused=True)
+
+    def step(grads):
+        for p, q, g in zip(lean, ref, grads):
+            p.grad, q.grad = (None, None) if g is None else (g.clone(), g.clone())
+        ours.step()
+        torchs.step()
+        for p, q in zip(lean, ref):
+            assert torch.equal(p, q)
+
+    for _ in range(3):
+        step([torch.randn(s) for s in shapes])
+    assert ours._lists is not None, "after the first step the direct path is taken"
+    step([torch.randn(shapes[0]), None, torch.randn(shapes[2])])  # a missing gradient: torch's path
+    ours.param_groups[0]["lr"] = torchs.param_groups[0]["lr"] = 3e-3  # a schedule changes lr
+    step([torch.randn(s) for s in shapes])
+    assert ours.state_dict()["state"][0]["step"] == torchs.state_dict()["state"][0]["step"] == 5
+    ours.load_state_dict(copy.deepcopy(torchs.state_dict()))  # resume: fresh state tensors, listed again
+    assert ours._lists is None
+    for _ in range(2):
+        step([torch.randn(s) for s in shapes])
+    assert ours._lists is not None and torch.equal(ours.state_dict()["state"][2]["exp_avg_sq"],
+                                                     torchs.state_dict()["state"][2]["exp_avg_sq"])
