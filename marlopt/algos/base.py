@@ -44,14 +44,36 @@ class Chunks:
     h_actor: Tensor | None  # [C, N, H] hidden state at each chunk's first step
     h_critic: Tensor | None  # [C, R, H]
     factor: Tensor | None = None  # [L, C, 1] sequential updates: product of earlier agents' ratios
+    # Whole-batch facts found once per update (``prepare``): every sample active / every action
+    # (continuous: every action dim) available. Then the masks change nothing, and the update
+    # leaves them out (``active_mask``, ``avail_mask``): ~60 small ops fewer per minibatch.
+    all_active: bool = False
+    all_avail: bool = False
 
     def select(self, index: Tensor | slice) -> "Chunks":
         """The sequences ``index`` (dim 1; hidden states dim 0); a slice gives views, no copy."""
         out = {}
         for f in fields(self):
             x = getattr(self, f.name)
-            out[f.name] = None if x is None else (x[index] if f.name.startswith("h_") else x[:, index])
+            if isinstance(x, Tensor):
+                x = x[index] if f.name.startswith("h_") else x[:, index]
+            out[f.name] = x
         return Chunks(**out)
+
+    @property
+    def active_mask(self) -> Tensor | None:
+        """The actor's sample mask, or ``None`` where every sample counts (the same means)."""
+        return None if self.all_active else self.active
+
+    @property
+    def critic_mask(self) -> Tensor | None:
+        """The critic's row mask, or ``None`` where every sample counts."""
+        return None if self.all_active else self.critic_active
+
+    @property
+    def avail_mask(self) -> Tensor | None:
+        """Available actions for the policy, or ``None`` where all are (masking would be a no-op)."""
+        return None if self.all_avail else self.avail
 
     @property
     def num_sequences(self) -> int:
@@ -127,6 +149,14 @@ class LeanFusedAdam(torch.optim.Adam):
         loss = super().step(closure)
         self._lists = self._direct_lists()
         return loss
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """``p.grad = None`` for every parameter (torch's version: ≈ 20 µs of bookkeeping more)."""
+        if set_to_none and self._lists is not None:
+            for p in self._lists[0]:
+                p.grad = None
+            return
+        super().zero_grad(set_to_none=set_to_none)
 
     def _direct_lists(self) -> tuple[list[Tensor], ...] | None:
         if len(self.param_groups) != 1 or hasattr(self, "grad_scale") or hasattr(self, "found_inf"):
@@ -291,6 +321,8 @@ class OnPolicyRule:
             returns=to_chunks(returns, length),
             h_actor=chunk_starts(batch.h_actor, length) if recurrent else None,
             h_critic=chunk_starts(batch.h_critic, length) if recurrent else None,
+            all_active=bool(batch.active.all()),
+            all_avail=bool(batch.avail.all()),
         )
 
     def minibatches(self, chunks: Chunks) -> Iterator[Chunks]:
@@ -310,19 +342,19 @@ class OnPolicyRule:
 
     def evaluate_actions(self, mb: Chunks, actor: Actor | None = None) -> tuple[Tensor, Tensor]:
         actor = actor or self.actor
-        return actor.evaluate(mb.obs, mb.avail, mb.actions, mb.h_actor, mb.starts)
+        return actor.evaluate(mb.obs, mb.avail_mask, mb.actions, mb.h_actor, mb.starts)
 
     def critic_step(self, mb: Chunks) -> dict[str, float]:
         """One clipped (Huber) value-loss step (EQUATIONS.md: value loss), in normalised space."""
         values, _ = self.critic(mb.state, mb.h_critic, mb.starts)
         loss = value_loss(
             values, mb.values, mb.returns, clip=self.cfg.value_clip, huber_delta=self.cfg.huber_delta,
-            mask=mb.critic_active,
+            mask=mb.critic_mask,
         )
         norm = clip_and_step(
             self.critic_optim, list(self.critic.parameters()), self.cfg.value_loss_coef * loss, self.cfg.max_grad_norm
         )
         return {"critic/value_loss": loss.item(), "critic/grad_norm": norm}
 
-    def entropy_term(self, entropy: Tensor, mask: Tensor) -> Tensor:
+    def entropy_term(self, entropy: Tensor, mask: Tensor | None) -> Tensor:
         return masked_mean(entropy, mask)

@@ -116,11 +116,12 @@ class SequentialRule(OnPolicyRule):
             for mb in self.minibatches(data):
                 with self.actor.only_agent(agent):
                     logp, entropy = self.evaluate_actions(mb)
+                mask = mb.active_mask
                 if self.cfg.variant == "happo":
-                    policy_loss = happo_loss(logp, mb.logp, mb.advantages, mb.factor, clip=self.cfg.clip, mask=mb.active)
+                    policy_loss = happo_loss(logp, mb.logp, mb.advantages, mb.factor, clip=self.cfg.clip, mask=mask)
                 else:
-                    policy_loss = a2c_loss(logp, mb.logp, mb.advantages, mb.factor, mask=mb.active)
-                entropy_mean = self.entropy_term(entropy, mb.active)
+                    policy_loss = a2c_loss(logp, mb.logp, mb.advantages, mb.factor, mask=mask)
+                entropy_mean = self.entropy_term(entropy, mask)
                 norm = clip_and_step(optim, params, policy_loss - self.cfg.entropy_coef * entropy_mean,
                                      self.cfg.max_grad_norm)
                 means.add({"actor/policy_loss": policy_loss.item(), "actor/entropy": entropy_mean.item(),

@@ -24,8 +24,9 @@ from marlopt.objectives import (
     spo_loss,
 )
 
-#: ``loss_fn(logp, logp_old, adv, mask) -> scalar`` and the nominal ratio region ``(low, high)``.
-ObjectiveFn = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
+#: ``loss_fn(logp, logp_old, adv, mask) -> scalar`` (``mask=None``: every sample counts) and the
+#: nominal ratio region ``(low, high)``.
+ObjectiveFn = Callable[[Tensor, Tensor, Tensor, Tensor | None], Tensor]
 
 
 def clip_objective(cfg: Any) -> tuple[ObjectiveFn, tuple[float, float]]:
@@ -33,7 +34,7 @@ def clip_objective(cfg: Any) -> tuple[ObjectiveFn, tuple[float, float]]:
     low = cfg.clip if cfg.clip_low is None else cfg.clip_low
     high = cfg.clip if cfg.clip_high is None else cfg.clip_high
 
-    def loss(logp: Tensor, logp_old: Tensor, adv: Tensor, mask: Tensor) -> Tensor:
+    def loss(logp: Tensor, logp_old: Tensor, adv: Tensor, mask: Tensor | None) -> Tensor:
         return ppo_clip_loss(logp, logp_old, adv, clip=cfg.clip, mask=mask, clip_low=low, clip_high=high)
 
     return loss, (1.0 - low, 1.0 + high)
@@ -42,7 +43,7 @@ def clip_objective(cfg: Any) -> tuple[ObjectiveFn, tuple[float, float]]:
 def spo_objective(cfg: Any) -> tuple[ObjectiveFn, tuple[float, float]]:
     """MASPO (optimum at ``1 ± eps``) or its asymmetric ablation (optimum at ``rho±``)."""
 
-    def loss(logp: Tensor, logp_old: Tensor, adv: Tensor, mask: Tensor) -> Tensor:
+    def loss(logp: Tensor, logp_old: Tensor, adv: Tensor, mask: Tensor | None) -> Tensor:
         return spo_loss(logp, logp_old, adv, eps=cfg.eps, mask=mask, rho_plus=cfg.rho_plus, rho_minus=cfg.rho_minus)
 
     if cfg.rho_plus is not None:
@@ -62,7 +63,7 @@ def mars_targets(cfg: Any) -> tuple[float, float]:
 def mars_objective(cfg: Any) -> tuple[ObjectiveFn, tuple[float, float]]:
     rho_plus, rho_minus = mars_targets(cfg)
 
-    def loss(logp: Tensor, logp_old: Tensor, adv: Tensor, mask: Tensor) -> Tensor:
+    def loss(logp: Tensor, logp_old: Tensor, adv: Tensor, mask: Tensor | None) -> Tensor:
         return mars_loss(logp, logp_old, adv, rho_plus=rho_plus, rho_minus=rho_minus, mask=mask)
 
     return loss, (rho_minus, rho_plus)
@@ -136,19 +137,20 @@ class SimultaneousRule(OnPolicyRule):
         for _ in range(self.cfg.ppo_epochs):
             for mb in self.minibatches(chunks):
                 logp, entropy = self.evaluate_actions(mb)
-                policy_loss = self.objective(logp, mb.logp, mb.advantages, mb.active)
+                mask = mb.active_mask
+                policy_loss = self.objective(logp, mb.logp, mb.advantages, mask)
                 # terms that are zero stay out of the autograd graph (BenchMARL's MAPPO: no entropy bonus)
                 loss = policy_loss
                 if self.cfg.entropy_coef:
-                    entropy_mean = self.entropy_term(entropy, mb.active)
+                    entropy_mean = self.entropy_term(entropy, mask)
                     loss = loss - self.cfg.entropy_coef * entropy_mean
                 else:
-                    entropy_mean = self.entropy_term(entropy.detach(), mb.active)
+                    entropy_mean = self.entropy_term(entropy.detach(), mask)
                 regulariser = self.actor_regulariser()
                 if isinstance(regulariser, Tensor) or regulariser != 0.0:
                     loss = loss + regulariser
                 norm = clip_and_step(self.actor_optim, params, loss, self.cfg.max_grad_norm)
-                diag.observe(logp.detach(), mb.logp, mb.active)
+                diag.observe(logp.detach(), mb.logp, mask)
                 means.add({"actor/policy_loss": policy_loss.item(), "actor/entropy": entropy_mean.item(),
                            "actor/grad_norm": norm, **self.critic_step(mb)})
         return {**means.means(), **diag.metrics()}

@@ -146,8 +146,11 @@ _FAST_TANH_MIN_NUMEL = 16384
 
 
 def _tanh_via_sigmoid_(x: Tensor) -> Tensor:
-    """``tanh(x) = 2 σ(2x) - 1``, computed in place in ``x``."""
-    return x.mul_(2.0).sigmoid_().mul_(2.0).sub_(1.0)
+    """``tanh(x) = 2 σ(2x) - 1``, computed in place in ``x``.
+
+    The last step is ``lerp(s, 1, -1) = s - (1 - s)``: one pass over memory instead of two.
+    """
+    return x.mul_(2.0).sigmoid_().lerp_(torch.ones((), dtype=x.dtype), -1.0)
 
 
 class _SigmoidTanh_(torch.autograd.Function):
@@ -173,7 +176,7 @@ def tanh_(x: Tensor) -> Tensor:
     3–4× slower than its ``sigmoid``; a Tanh MLP's update spends ~20% of its time there (profiled
     with BenchMARL's MAPPO settings). On large CPU tensors this computes ``2 σ(2x) - 1`` instead
     (absolute error ≤ 2e-7, vs. 3e-8 for ``torch.tanh``; the backward is ``torch``'s own
-    ``tanh_backward``), in place: four passes over memory that is already in cache, where an
+    ``tanh_backward``), in place: three passes over memory that is already in cache, where an
     out-of-place version allocated two fresh buffers (measured 850–920 → 310–345 µs on a
     ``[1200, 256]`` layer output). Small tensors (rollout inference) and other devices use
     ``torch.tanh_``. Autograd checks the in-place use: a tensor that backward still needs raises.

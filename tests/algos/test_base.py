@@ -111,3 +111,19 @@ def test_lean_fused_adam_is_torchs_fused_adam_bit_for_bit():
         step([torch.randn(s) for s in shapes])
     assert ours._lists is not None and torch.equal(ours.state_dict()["state"][2]["exp_avg_sq"],
                                                      torchs.state_dict()["state"][2]["exp_avg_sq"])
+
+
+def test_lean_fused_adam_zero_grad_clears_every_gradient():
+    params = [torch.nn.Parameter(torch.randn(4, 3)), torch.nn.Parameter(torch.randn(3))]
+    opt = LeanFusedAdam(params, lr=1e-2)
+    for _ in range(2):  # the second step takes the direct path (its lists exist)
+        for p in params:
+            p.grad = torch.ones_like(p)
+        opt.step()
+    assert opt._lists is not None
+    opt.zero_grad()
+    assert all(p.grad is None for p in params)
+    for p in params:
+        p.grad = torch.ones_like(p)
+    opt.zero_grad(set_to_none=False)  # torch's path: zeroed in place
+    assert all(p.grad is not None and not p.grad.any() for p in params)

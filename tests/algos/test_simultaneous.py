@@ -40,3 +40,82 @@ def test_minibatches_with_nothing_counted_add_nothing():
     out = diag.metrics()
     assert out["ratio/max"] == pytest.approx(math.exp(0.5)) and out["ratio/min"] == pytest.approx(math.exp(0.5))
     assert RatioDiagnostics((0.8, 1.2)).metrics()["ratio/max"] == 1.0  # no minibatch at all
+
+
+# -- masks that change nothing are left out of the update --------------------------------------
+
+def _rule_and_chunks(algo: str, continuous: bool, all_active: bool):
+    import dataclasses
+
+    from marlopt.algos.registry import build_rule
+    from marlopt.envs.base import EnvSpec
+    from tests.algos.test_sequential import random_chunks
+    from tests.helpers import make_config
+
+    spec = EnvSpec(n_agents=3, obs_dim=4, state_dim=6, n_actions=3, episode_limit=5, continuous=continuous,
+                   action_low=(0.0,) * 3 if continuous else (), action_high=(1.0,) * 3 if continuous else ())
+    cfg = make_config(f"algo={algo}", "env=games", "map=harl_example1", "model.recurrent=false",
+                      "algo.num_minibatches=4", "algo.ppo_epochs=2")
+    torch.manual_seed(0)
+    rule = build_rule(spec, cfg.algo, cfg.model, torch.device("cpu"))
+    chunks = random_chunks(spec)
+    if continuous:
+        g = torch.Generator().manual_seed(1)
+        chunks = dataclasses.replace(chunks, actions=torch.rand(*chunks.logp.shape, 3, generator=g),
+                                     avail=torch.ones(*chunks.logp.shape, 3, dtype=torch.bool))
+    if all_active:
+        chunks = dataclasses.replace(chunks, active=torch.ones_like(chunks.active),
+                                     critic_active=torch.ones_like(chunks.critic_active))
+    with torch.no_grad():
+        logp = rule.actor.evaluate(chunks.obs, chunks.avail, chunks.actions, None, None)[0]
+    return rule, dataclasses.replace(chunks, logp=logp + 0.05 * torch.randn(logp.shape, generator=torch.Generator().manual_seed(2)))
+
+
+@pytest.mark.parametrize("algo", ["mappo", "maspo", "mars", "happo"])
+@pytest.mark.parametrize("continuous", [False, True])
+def test_leaving_out_all_true_masks_gives_the_same_update(algo, continuous):
+    """With every sample active and every action available, the update without the masks equals
+    the masked one: same parameters, same metrics."""
+    import dataclasses
+
+    results = []
+    for skip in (False, True):
+        rule, chunks = _rule_and_chunks(algo, continuous, all_active=True)
+        chunks = dataclasses.replace(chunks, all_active=skip, all_avail=skip)
+        torch.manual_seed(3)
+        metrics = rule.update_policy(chunks)
+        results.append((metrics, [p.detach().clone() for p in (*rule.actor.parameters(), *rule.critic.parameters())]))
+    (m_masked, p_masked), (m_plain, p_plain) = results
+    for a, b in zip(p_masked, p_plain):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert m_masked.keys() == m_plain.keys()
+    for k in m_masked:
+        assert m_masked[k] == pytest.approx(m_plain[k], rel=1e-5, abs=1e-6), k
+    assert any(not torch.equal(a, b) for a, b in zip(p_masked, _rule_and_chunks(algo, continuous, True)[0].actor.parameters()))
+
+
+def test_prepare_finds_whether_the_masks_matter(tmp_path):
+    """``prepare`` flags a rollout whose masks are all true; one inactive sample or one unavailable
+    action keeps the corresponding mask in the update."""
+    from marlopt.runners.on_policy import OnPolicyRunner
+    from tests.helpers import make_config
+
+    cfg = make_config("env=mpe", "map=simple_spread", "env.options.max_cycles=5", "n_envs=2", "rollout_length=10",
+                      "env.vector=inproc", "model.recurrent=false")
+    runner = OnPolicyRunner(cfg, tmp_path)
+    try:
+        runner.collect()
+        batch = runner.buffer.batch
+        chunks = runner.rule.prepare(batch)
+        assert chunks.all_active and chunks.all_avail  # MPE: nobody dies, every action available
+        assert chunks.active_mask is None and chunks.critic_mask is None and chunks.avail_mask is None
+        sub = chunks.select(slice(0, 3))
+        assert sub.all_active and sub.all_avail and sub.obs.shape[1] == 3
+        batch.active[4, 1, 2] = False
+        batch.avail[7, 0, 1, 3] = False
+        chunks = runner.rule.prepare(batch)
+        assert not chunks.all_active and not chunks.all_avail
+        assert chunks.active_mask is chunks.active and chunks.critic_mask is chunks.critic_active
+        assert chunks.avail_mask is chunks.avail
+    finally:
+        runner.close()
