@@ -23,6 +23,7 @@ from marlopt.objectives import (
     ratio_diagnostics,
     spo_loss,
 )
+from marlopt.objectives.ppo import diagnostic_log_ratio, log_ratio_extremes
 
 #: ``loss_fn(logp, logp_old, adv, mask) -> scalar`` (``mask=None``: every sample counts) and the
 #: nominal ratio region ``(low, high)``.
@@ -91,13 +92,11 @@ class RatioDiagnostics:
 
     def observe(self, logp: Tensor, logp_old: Tensor, mask: Tensor | None) -> None:
         logp = logp.detach()
-        lr = (logp.double() - logp_old.double()).clamp(-700.0, 700.0)
-        if mask is not None:
-            counted = (mask != 0).expand_as(lr)
-            high, low = lr.masked_fill(~counted, float("-inf")), lr.masked_fill(~counted, float("inf"))
+        lr = diagnostic_log_ratio(logp, logp_old)
+        if mask is None:
+            self.extremes.append(torch.stack([lr.max(), lr.min()]))
         else:
-            high = low = lr
-        self.extremes.append(torch.stack([high.max(), low.min()]))
+            self.extremes.append(log_ratio_extremes(lr, (mask != 0).expand_as(lr)))
         self.last = (logp, logp_old, mask)
 
     def metrics(self) -> dict[str, float]:

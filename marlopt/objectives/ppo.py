@@ -62,6 +62,17 @@ def ppo_clip_loss(
     return -masked_mean(surrogate, mask)
 
 
+def diagnostic_log_ratio(logp: Tensor, logp_old: Tensor) -> Tensor:
+    """``log r = logp - logp_old`` in float64, clamped to ``+-700`` so that ``exp`` stays finite."""
+    return (logp.detach().double() - logp_old.detach().double()).clamp(-700.0, 700.0)
+
+
+def log_ratio_extremes(lr: Tensor, counted: Tensor) -> Tensor:
+    """``[max, min]`` of ``lr`` over the ``counted`` entries (``[-inf, inf]`` when none count)."""
+    inf = torch.tensor(float("inf"), dtype=lr.dtype, device=lr.device)
+    return torch.stack([torch.where(counted, lr, -inf).max(), torch.where(counted, lr, inf).min()])
+
+
 @torch.no_grad()
 def ratio_diagnostics(
     logp: Tensor,
@@ -80,20 +91,14 @@ def ratio_diagnostics(
     With nothing counted: ``ratio_max = ratio_min = 1``, ``ratio_frac_outside = approx_kl = 0``.
     """
     _check_broadcast(logp, "logp_old", logp_old)
-    lr = (logp.double() - logp_old.double()).clamp(-700.0, 700.0)
+    lr = diagnostic_log_ratio(logp, logp_old)
     w = _count_mask(lr, mask)
     counted = torch.ones_like(lr, dtype=torch.bool) if w is None else w != 0
     if lr.numel() == 0 or not bool(counted.any()):
         return {"ratio_max": 1.0, "ratio_min": 1.0, "ratio_frac_outside": 0.0, "approx_kl": 0.0}
-    inf = torch.tensor(float("inf"), dtype=lr.dtype, device=lr.device)
     r = lr.exp()
     outside = ((r < low) | (r > high)).to(lr.dtype)
-    stats = torch.stack(
-        [
-            torch.where(counted, lr, -inf).max().exp(),
-            torch.where(counted, lr, inf).min().exp(),
-            masked_mean(outside, w),
-            masked_mean((r - 1.0) - lr, w),
-        ]
+    stats = torch.cat(
+        [log_ratio_extremes(lr, counted).exp(), torch.stack([masked_mean(outside, w), masked_mean((r - 1.0) - lr, w)])]
     ).tolist()
     return dict(zip(("ratio_max", "ratio_min", "ratio_frac_outside", "approx_kl"), stats))
