@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -63,10 +64,21 @@ class RolloutBuffer:
             h_critic=torch.zeros(t, e, r, critic_hidden, **z),
         )
         self.length = length
+        # On the CPU, per-step writes go through numpy views of the same memory: a numpy slice
+        # assignment costs ~1 us, a tensor select + copy_ ~4-6 us, and a rollout makes ~10 per step.
+        self._arrays = (
+            {f.name: getattr(self.batch, f.name).numpy() for f in fields(self.batch)}
+            if torch.device(device).type == "cpu" else None
+        )
 
-    def insert(self, t: int, **values: Tensor) -> None:
+    def insert(self, t: int, **values: Tensor | np.ndarray) -> None:
+        """Write step ``t`` of each named field (a tensor or array of the field's step shape)."""
+        arrays = self._arrays
         for name, value in values.items():
-            getattr(self.batch, name)[t].copy_(value)
+            if arrays is not None:
+                arrays[name][t] = value.detach().numpy() if isinstance(value, Tensor) else value
+            else:
+                getattr(self.batch, name)[t].copy_(torch.as_tensor(value))
 
     def drop_episode(self, env: int, start: int, t: int) -> None:
         """Exclude env ``env``'s steps ``start..t`` (an episode lost to a crash) from training.

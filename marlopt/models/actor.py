@@ -20,9 +20,22 @@ from marlopt.models.layers import GroupedLinear, GroupedModule
 from marlopt.models.trunk import Trunk
 
 
+_EYES: dict[tuple[int, torch.device, torch.dtype], Tensor] = {}
+
+
+def _eye(n: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """``torch.eye(n)``, built once per (n, device, dtype): rollouts append the id every step."""
+    key = (n, device, dtype)
+    eye = _EYES.get(key)
+    if eye is None:
+        with torch.inference_mode(False), torch.no_grad():  # a normal tensor, usable in autograd
+            eye = _EYES[key] = torch.eye(n, device=device, dtype=dtype)
+    return eye
+
+
 def with_agent_id(x: Tensor, n_agents: int, agent: int | None = None) -> Tensor:
     """Append the one-hot agent id to ``x[..., N, d]`` (or agent ``agent``'s to ``x[..., 1, d]``)."""
-    eye = torch.eye(n_agents, device=x.device, dtype=x.dtype)
+    eye = _eye(n_agents, x.device, x.dtype)
     if agent is not None:
         eye = eye[agent : agent + 1]
     return torch.cat([x, eye.expand(*x.shape[:-1], eye.shape[-1])], dim=-1)
@@ -102,13 +115,18 @@ class Actor(nn.Module):
         """``obs[L, B, N, O] -> feats[L, B, N, F]``; the GRU starts from ``h[B, N, H]``."""
         if self.use_agent_id:
             obs = with_agent_id(obs, self.n_agents, self._only if obs.shape[-2] == 1 else None)
-        return self.trunk(obs, h, starts)
+        return self.trunk.forward(obs, h, starts)  # no hooks here: skip nn.Module's call machinery
 
-    @torch.inference_mode()
     def act(
-        self, obs: Tensor, avail: Tensor, h: Tensor | None, deterministic: bool = False
+        self, obs: Tensor, avail: Tensor | None, h: Tensor | None, deterministic: bool = False
     ) -> tuple[Tensor, Tensor, Tensor | None]:
-        """One rollout step for ``obs[B, N, O]``: returns ``(actions, logp[B, N], h')``."""
+        """One rollout step for ``obs[B, N, O]``: returns ``(actions, logp[B, N], h')``.
+
+        ``avail[B, N, A]``: available actions (``None``: all of them). Runs in inference mode.
+        """
+        if not torch.is_inference_mode_enabled():  # rollouts already are: skip the context's cost
+            with torch.inference_mode():
+                return self.act(obs, avail, h, deterministic)
         feats, h = self.features(obs.unsqueeze(0), h, None)
         dist = self.distribution(feats[0], avail)
         actions = dist.mode() if deterministic else dist.sample()

@@ -34,8 +34,8 @@ class MaskedCategorical:
     def sample(self, generator: torch.Generator | None = None) -> Tensor:
         """Gumbel-max sampling: exact, and never picks a masked action while one is available."""
         u = torch.rand(self.log_probs.shape, device=self.log_probs.device, generator=generator)
-        gumbel = -torch.log(-torch.log(u.clamp_(1e-20, 1.0 - 1e-7)))
-        action = (self.log_probs + gumbel).argmax(dim=-1)
+        gumbel = u.clamp_(1e-20, 1.0 - 1e-7).log_().neg_().log_().neg_()  # -log(-log u), in place
+        action = gumbel.add_(self.log_probs).argmax(dim=-1)
         self.check_available(action)
         return action
 

@@ -76,7 +76,9 @@ class GroupedLinear(GroupedModule):
         self.bias = _grouped([torch.zeros(out_features) for _ in range(groups)])
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.groups == 1 or (self.only is not None and x.shape[-2] == 1):
+        if self.groups == 1:  # the rollout's path: as few Python steps as possible
+            return F.linear(x, self.weight, self.bias)  # type: ignore[arg-type]
+        if self.only is not None and x.shape[-2] == 1:
             return F.linear(x, self._pick(self.weight, x), self._pick(self.bias, x))
         n = x.shape[-2]
         lead = x.shape[:-2]
@@ -95,7 +97,9 @@ class GroupedLayerNorm(GroupedModule):
         self.bias = _grouped([torch.zeros(features) for _ in range(groups)])
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.groups == 1 or (self.only is not None and x.shape[-2] == 1):
+        if self.groups == 1:
+            return F.layer_norm(x, (self.features,), self.weight, self.bias, self.eps)  # type: ignore[arg-type]
+        if self.only is not None and x.shape[-2] == 1:
             return F.layer_norm(x, (self.features,), self._pick(self.weight, x), self._pick(self.bias, x), self.eps)
         return F.layer_norm(x, (self.features,), None, None, self.eps) * _stack(self.weight) + _stack(self.bias)
 

@@ -28,6 +28,9 @@ class Trunk(nn.Module):
             if cfg.layer_norm:
                 self.norms.append(GroupedLayerNorm(groups, size))
             width = size
+        # (linear, norm or None) per hidden layer, a plain list: indexing ModuleLists per call costs
+        # more than these layers' arithmetic in a rollout step (the modules stay registered above)
+        self._layers = [(lin, self.norms[k] if cfg.layer_norm else None) for k, lin in enumerate(self.linears)]
         self.act = ACTIVATIONS[cfg.activation]
         self.recurrent = cfg.recurrent
         self.hidden_size = cfg.rnn_hidden if cfg.recurrent else 0
@@ -50,10 +53,11 @@ class Trunk(nn.Module):
             x = x.reshape(-1, x.shape[-1])
         if self.input_norm is not None:
             x = self.input_norm.forward(x)
-        for k, linear in enumerate(self.linears):
-            x = self.act(linear.forward(x))  # in place on the layer's fresh output
-            if len(self.norms):
-                x = self.norms[k].forward(x)
+        act = self.act
+        for linear, norm in self._layers:
+            x = act(linear.forward(x))  # in place on the layer's fresh output
+            if norm is not None:
+                x = norm.forward(x)
         x = x.reshape(*lead, x.shape[-1])
         if not self.recurrent:
             return x, h

@@ -67,6 +67,12 @@ def vector_mode(cfg: TrainConfig) -> tuple[str, int]:
     return mode, workers
 
 
+def _fresh_tensor(x: np.ndarray) -> Tensor:
+    """A tensor of an env output: shares the memory of a fresh writable array (vector envs return
+    new arrays every step), copies a read-only one (e.g. a JAX array's view)."""
+    return torch.from_numpy(x) if x.flags.writeable else torch.tensor(x)
+
+
 class _StopFlag:
     """SIGINT/SIGTERM set a flag; the runner saves a checkpoint at the end of the iteration."""
 
@@ -165,34 +171,38 @@ class OnPolicyRunner:
         restarts_before = self.envs.restarts
         h_critic0 = c["h_critic"]
         c["episode_start"].zero_()
+        all_avail = bool(c["avail"].all())
         for t in range(buf.length):
             buf.insert(t, obs=c["obs"], state=c["state"], avail=c["avail"], active=c["active"], starts=c["starts"])
             if self.actor.hidden_size:
                 buf.insert(t, h_actor=c["h_actor"])
-            actions, logp, h_actor = self.actor.act(c["obs"], c["avail"], c["h_actor"])
-            step = self.envs.step(actions.numpy())
-            buf.insert(t, actions=actions, logp=logp,
-                       rewards=torch.from_numpy(step.reward).unsqueeze(-1),
-                       terminated=torch.from_numpy(step.terminated).unsqueeze(-1),
-                       truncated=torch.from_numpy(step.truncated).unsqueeze(-1))
+            # an all-true mask changes nothing (same logits, same draws): leave it out
+            actions, logp, h_actor = self.actor.act(c["obs"], None if all_avail else c["avail"], c["h_actor"])
+            actions_np = actions.numpy()
+            step = self.envs.step(actions_np)
+            buf.insert(t, actions=actions_np, logp=logp, rewards=step.reward[:, None],
+                       terminated=step.terminated[:, None], truncated=step.truncated[:, None])
             truncated = np.flatnonzero(step.truncated)
             if truncated.size:  # proper time limits: bootstrap from V(final state), in _critic_pass
                 truncations.append((t, truncated, step.final_state[truncated]))
             for e in np.flatnonzero(step.dropped):  # crashed env: lose its episode, fabricate nothing
                 buf.drop_episode(int(e), int(c["episode_start"][e]), t)
             ended = step.terminated | step.truncated
-            for e in np.flatnonzero(ended):
-                returns.append(float(step.episode_return[e]))
-                lengths.append(float(step.episode_length[e]))
-                if self.spec.has_won:
-                    wins.append(float(step.won[e]))
-            done = torch.from_numpy(ended | step.dropped)
-            c["starts"] = done.float().unsqueeze(-1)
-            c["episode_start"][done] = t + 1
-            if h_actor is not None:
-                c["h_actor"] = h_actor * (~done).float().view(-1, 1, 1)
-            c["obs"], c["state"] = torch.tensor(step.obs), torch.tensor(step.state)
-            c["avail"], c["active"] = torch.tensor(step.avail), torch.tensor(step.active)
+            done = ended | step.dropped
+            if done.any():
+                for e in np.flatnonzero(ended):
+                    returns.append(float(step.episode_return[e]))
+                    lengths.append(float(step.episode_length[e]))
+                    if self.spec.has_won:
+                        wins.append(float(step.won[e]))
+                c["episode_start"].numpy()[done] = t + 1
+                if h_actor is not None:
+                    h_actor = h_actor * torch.from_numpy(~done).float().view(-1, 1, 1)
+            c["starts"] = torch.from_numpy(done.astype(np.float32)[:, None])
+            c["h_actor"] = h_actor if h_actor is not None else c["h_actor"]
+            c["obs"], c["state"] = _fresh_tensor(step.obs), _fresh_tensor(step.state)
+            c["avail"], c["active"] = _fresh_tensor(step.avail), _fresh_tensor(step.active)
+            all_avail = bool(step.avail.all())
         self._critic_pass(h_critic0, truncations)
         self.episodes += len(returns)
         stats: dict[str, float] = {"env/restarts": float(self.envs.restarts)}

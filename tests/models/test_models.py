@@ -177,3 +177,52 @@ def test_critic_runs_once_per_env_for_global_state_and_per_agent_otherwise():
     with_id = Critic(SPEC, model_cfg(critic_agent_id=True))
     v, _ = with_id.value(torch.randn(5, 1, 7), with_id.initial_hidden(5))
     assert v.shape == (5, 3) and not torch.allclose(v[:, 0], v[:, 1])
+
+
+@pytest.mark.parametrize("spec", [SPEC, CONT], ids=["discrete", "continuous"])
+@pytest.mark.parametrize("sharing", ["shared", "separate", "hybrid"])
+def test_act_without_an_all_true_mask_takes_the_same_step(spec, sharing):
+    """The rollout passes ``avail=None`` when every action is available: the same actions, the
+    same log-probabilities and the same random draws, bit for bit."""
+    torch.manual_seed(3)
+    actor = Actor(spec, model_cfg(sharing=sharing))
+    obs, h = torch.randn(4, 3, 5), torch.randn(4, 3, 8)
+    everything = torch.ones(4, 3, spec.n_actions, dtype=torch.bool)
+    torch.manual_seed(11)
+    a_mask, lp_mask, h_mask = actor.act(obs, everything, h)
+    after_mask = torch.rand(1)
+    torch.manual_seed(11)
+    a_none, lp_none, h_none = actor.act(obs, None, h)
+    after_none = torch.rand(1)
+    assert torch.equal(a_mask, a_none) and torch.equal(lp_mask, lp_none) and torch.equal(h_mask, h_none)
+    assert torch.equal(after_mask, after_none)  # the same number of random draws
+
+
+def test_gumbel_max_sample_is_argmax_of_log_probs_plus_gumbel_noise():
+    """``sample`` computes ``argmax(log p - log(-log u))`` (in place, on its own uniform draws)."""
+    logits = torch.randn(500, 6)
+    avail = torch.rand(500, 6) > 0.3
+    avail[:, 2] = True
+    dist = MaskedCategorical(logits, avail)
+    gen = torch.Generator().manual_seed(5)
+    action = dist.sample(generator=gen)
+    u = torch.rand(dist.log_probs.shape, generator=torch.Generator().manual_seed(5))
+    expected = (dist.log_probs - torch.log(-torch.log(u.clamp(1e-20, 1.0 - 1e-7)))).argmax(-1)
+    assert torch.equal(action, expected)
+    assert dist.log_probs.isfinite().all()  # the in-place noise never touched the distribution
+
+
+def test_agent_id_one_hot_made_in_inference_mode_still_works_with_autograd():
+    """The cached one-hot is built outside inference mode: a rollout may build it first, and the
+    update's forward and backward then use the same cached tensor."""
+    from marlopt.models.actor import _eye, with_agent_id
+
+    with torch.inference_mode():
+        with_agent_id(torch.zeros(2, 7, 3, dtype=torch.float64), 7)
+    assert not _eye(7, torch.device("cpu"), torch.float64).is_inference()
+    x = torch.randn(2, 7, 3, dtype=torch.float64, requires_grad=True)
+    y = with_agent_id(x, 7)
+    assert torch.equal(y[..., 3:], torch.eye(7, dtype=torch.float64).expand(2, 7, 7))
+    (y[..., :3] * 2).sum().backward()
+    assert torch.equal(x.grad, torch.full_like(x, 2.0))
+    assert torch.equal(with_agent_id(torch.zeros(1, 1, 2), 3, agent=1)[0, 0], torch.tensor([0.0, 0.0, 0.0, 1.0, 0.0]))

@@ -88,6 +88,62 @@ def test_batched_critic_pass_equals_a_step_by_step_critic(tmp_path, critic_agent
     runner.close()
 
 
+@pytest.mark.parametrize("map_name", ["simple_spread", "simple_speaker_listener"])
+def test_rollout_stores_what_the_envs_returned_and_the_actor_chose(tmp_path, map_name):
+    """Step by step against the env outputs and the actor's calls: obs/avail/active/state at t,
+    the chosen actions and log-probabilities, rewards and episode ends, the episode-start flags
+    and the recurrent state zeroed after an episode ends. The actor gets ``avail=None`` exactly
+    when every action is available (spread), the real mask otherwise (the speaker's padding)."""
+    import torch
+
+    from marlopt.runners.on_policy import OnPolicyRunner
+
+    cfg = make_config("env=mpe", f"map={map_name}", "env.options.max_cycles=6", "n_envs=3", "rollout_length=14", "model.data_chunk_length=7",
+                      "env.vector=inproc", "model.recurrent=true")
+    runner = OnPolicyRunner(cfg, tmp_path)
+    steps, calls = [], []
+    original_step, original_act = runner.envs.step, runner.actor.act
+    runner.envs.step = lambda a: steps.append(original_step(a)) or steps[-1]
+
+    def act(obs, avail, h):
+        out = original_act(obs, avail, h)
+        calls.append((obs.clone(), None if avail is None else avail.clone(), h.clone(), *out))
+        return out
+
+    runner.actor.act = act
+    for _ in range(2):  # the second rollout starts from the carried inputs
+        first = {k: runner.carry[k].clone() for k in ("obs", "state", "avail", "active", "starts", "h_actor")}
+        steps.clear(), calls.clear()
+        runner.collect()
+        b = runner.buffer.batch
+        for t, (step, (obs, avail, h, actions, logp, h_out)) in enumerate(zip(steps, calls)):
+            prev = first if t == 0 else {"obs": torch.from_numpy(steps[t - 1].obs),
+                                         "state": torch.from_numpy(steps[t - 1].state),
+                                         "avail": torch.from_numpy(steps[t - 1].avail),
+                                         "active": torch.from_numpy(steps[t - 1].active)}
+            for key in ("obs", "state", "avail", "active"):
+                assert torch.equal(getattr(b, key)[t], prev[key]), (key, t)
+            assert torch.equal(obs, b.obs[t]) and torch.equal(h, b.h_actor[t])
+            if bool(b.avail[t].all()):
+                assert avail is None
+            else:
+                assert torch.equal(avail, b.avail[t])
+            assert torch.equal(b.actions[t], actions) and torch.equal(b.logp[t], logp)
+            assert torch.equal(b.rewards[t, :, 0], torch.from_numpy(step.reward))
+            assert torch.equal(b.terminated[t, :, 0], torch.from_numpy(step.terminated))
+            assert torch.equal(b.truncated[t, :, 0], torch.from_numpy(step.truncated))
+            done = torch.from_numpy(step.terminated | step.truncated | step.dropped)
+            nxt_starts = runner.carry["starts"] if t + 1 == len(steps) else b.starts[t + 1]
+            nxt_h = runner.carry["h_actor"] if t + 1 == len(steps) else b.h_actor[t + 1]
+            assert torch.equal(nxt_starts[:, 0], done.float())
+            assert torch.equal(nxt_h, h_out * (~done).float().view(-1, 1, 1))
+        assert torch.equal(b.starts[0], first["starts"])
+        assert b.truncated.sum() == 2 * 3  # episodes of 6 steps end at t = 5 and 11 in every env
+        assert (calls[0][1] is None) == (map_name == "simple_spread")
+        runner.rule.update(b)
+    runner.close()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_mappo_settles_on_an_equilibrium_of_the_gpvd_matrix_game(tmp_path, seed):
@@ -132,3 +188,20 @@ def test_mappo_clearly_improves_on_simple_spread(tmp_path):
     assert final >= baseline + 10, f"greedy return {final:.1f} vs random {baseline:.1f}"
     first_train, last_train = rows[0]["train/return_mean"], rows[-2]["train/return_mean"]
     assert last_train >= first_train + 8, f"training return {first_train:.1f} -> {last_train:.1f}"
+
+
+def test_env_outputs_become_tensors_without_a_copy_unless_read_only():
+    import warnings
+
+    import torch
+
+    from marlopt.runners.on_policy import _fresh_tensor
+
+    fresh = np.arange(6, dtype=np.float32).reshape(2, 3)
+    assert _fresh_tensor(fresh).data_ptr() == fresh.ctypes.data  # vector envs return new arrays
+    frozen = np.arange(6, dtype=np.float32).reshape(2, 3)
+    frozen.setflags(write=False)  # e.g. a view of a JAX array (SMAX)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch warns when it wraps a read-only array
+        t = _fresh_tensor(frozen)
+    assert t.data_ptr() != frozen.ctypes.data and torch.equal(t, torch.arange(6.0).view(2, 3))
