@@ -11,7 +11,7 @@ random baseline for both (mpe2 ``simple_spread_v3``, discrete, seeds 0..4 × ``-
         --marlopt-runs /tmp/bench_s*/rep0/harl-settings/run --out docs/bench/learning_vs_harl.json
 
 HARL's side is produced by HARL's ``examples/train.py`` (see ``docs/bench/harl_mappo_mpe/README.md``
-for the command and the two changes PettingZoo 1.24 needs); marlopt's by
+for the command and the three compatibility changes it needed); marlopt's by
 ``scripts/benchmark.py --which harl-settings --seed N --keep``.
 """
 

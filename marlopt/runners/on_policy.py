@@ -199,7 +199,8 @@ class OnPolicyRunner:
                 if h_actor is not None:
                     h_actor = h_actor * torch.from_numpy(~done).float().view(-1, 1, 1)
             c["starts"] = torch.from_numpy(done.astype(np.float32)[:, None])
-            c["h_actor"] = h_actor if h_actor is not None else c["h_actor"]
+            if h_actor is not None:
+                c["h_actor"] = h_actor
             c["obs"], c["state"] = _fresh_tensor(step.obs), _fresh_tensor(step.state)
             c["avail"], c["active"] = _fresh_tensor(step.avail), _fresh_tensor(step.active)
             all_avail = bool(step.avail.all())
