@@ -1,8 +1,8 @@
 """marlopt: cooperative multi-agent policy optimisation on one shared runner.
 
-The objectives are re-exported here (``from marlopt import mars_loss`` works), but lazily
-(PEP 562): ``import marlopt`` imports neither torch nor any simulator, so env worker processes
-that only need ``marlopt.envs`` stay small.
+The objectives, ``load_policy`` and the ``Policy`` protocol are re-exported here (``from marlopt
+import mars_loss, load_policy`` works), but lazily (PEP 562): ``import marlopt`` imports neither
+torch nor any simulator, so env worker processes that only need ``marlopt.envs`` stay small.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ _OBJECTIVES = "marlopt.objectives"
 
 
 def __getattr__(name: str) -> Any:
+    if name in ("load_policy", "Policy"):
+        return getattr(importlib.import_module("marlopt.policy"), name)
     objectives = importlib.import_module(_OBJECTIVES)
     if name in objectives.__all__:
         return getattr(objectives, name)
@@ -24,4 +26,4 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     objectives = importlib.import_module(_OBJECTIVES)
-    return sorted([*globals(), *objectives.__all__])
+    return sorted([*globals(), *objectives.__all__, "load_policy", "Policy"])

@@ -25,26 +25,37 @@ class RolloutBatch:
     avail: Tensor  # [T, E, N, A] bool
     actions: Tensor  # [T, E, N] long, or [T, E, N, A] float (continuous)
     logp: Tensor  # [T, E, N] behaviour log-probabilities
-    values: Tensor  # [T, E, R] critic output at the time (normalised space)
-    bootstrap_values: Tensor  # [T, E, R] V(state after step t) (normalised space); see gae
     rewards: Tensor  # [T, E, 1] team reward
     terminated: Tensor  # [T, E, 1] bool
     truncated: Tensor  # [T, E, 1] bool (time limit, or a dropped episode's cut)
     active: Tensor  # [T, E, N] bool: the sample counts (agent alive, episode not dropped)
     starts: Tensor  # [T, E, 1] float: 1 where an episode starts at step t (hidden state zeroed)
     h_actor: Tensor  # [T, E, N, H] actor hidden state before step t
-    h_critic: Tensor  # [T, E, R, H] critic hidden state before step t
+    # Filled by the update rule's value estimation (the runner stores none of them):
+    values: Tensor | None = None  # [T, E, R] critic output (normalised space)
+    bootstrap_values: Tensor | None = None  # [T, E, R] V(state after step t) (normalised space); see gae
+    h_critic: Tensor | None = None  # [T, E, R, H] critic hidden state before step t (recurrent critic)
 
     def to(self, device: torch.device | str) -> "RolloutBatch":
-        return RolloutBatch(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+        return RolloutBatch(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name).to(device)
+                               for f in fields(self)})
+
+
+@dataclass
+class RolloutTail:
+    """What value estimation needs beyond the stored steps (``OnPolicyRule.estimate_values``)."""
+
+    next_state: Tensor  # [E, S, state_dim] the state after the last step
+    next_starts: Tensor  # [E, 1] 1 where an episode starts after the last step
+    # time limits hit during the rollout: (step t, the envs truncated at t, their final states [k, S, D])
+    truncations: list[tuple[int, np.ndarray, np.ndarray]]
 
 
 class RolloutBuffer:
     """Holds one :class:`RolloutBatch` and fills it step by step."""
 
-    def __init__(self, spec: EnvSpec, n_envs: int, length: int, critic_rows: int, actor_hidden: int,
-                 critic_hidden: int, device: torch.device | str):
-        t, e, n, r = length, n_envs, spec.n_agents, critic_rows
+    def __init__(self, spec: EnvSpec, n_envs: int, length: int, actor_hidden: int, device: torch.device | str):
+        t, e, n = length, n_envs, spec.n_agents
         z = dict(device=device)
         act_shape = (t, e, n, spec.n_actions) if spec.continuous else (t, e, n)
         self.batch = RolloutBatch(
@@ -53,21 +64,20 @@ class RolloutBuffer:
             avail=torch.zeros(t, e, n, spec.n_actions, dtype=torch.bool, **z),
             actions=torch.zeros(act_shape, dtype=torch.float32 if spec.continuous else torch.long, **z),
             logp=torch.zeros(t, e, n, **z),
-            values=torch.zeros(t, e, r, **z),
-            bootstrap_values=torch.zeros(t, e, r, **z),
             rewards=torch.zeros(t, e, 1, **z),
             terminated=torch.zeros(t, e, 1, dtype=torch.bool, **z),
             truncated=torch.zeros(t, e, 1, dtype=torch.bool, **z),
             active=torch.zeros(t, e, n, dtype=torch.bool, **z),
             starts=torch.zeros(t, e, 1, **z),
             h_actor=torch.zeros(t, e, n, actor_hidden, **z),
-            h_critic=torch.zeros(t, e, r, critic_hidden, **z),
         )
         self.length = length
         # On the CPU, per-step writes go through numpy views of the same memory: a numpy slice
-        # assignment costs ~1 us, a tensor select + copy_ ~4-6 us, and a rollout makes ~10 per step.
+        # assignment is faster on CPU than a tensor select + copy_ (docs/benchmarks.md), and a
+        # rollout makes ~10 per step.
         self._arrays = (
-            {f.name: getattr(self.batch, f.name).numpy() for f in fields(self.batch)}
+            {f.name: getattr(self.batch, f.name).numpy() for f in fields(self.batch)
+             if getattr(self.batch, f.name) is not None}
             if torch.device(device).type == "cpu" else None
         )
 

@@ -25,13 +25,31 @@ def fail(message: str, code: int = 2) -> NoReturn:
     sys.exit(code)
 
 
-def choices(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+def search_dirs(argv: list[str] | None = None) -> list[Path]:
+    """marlopt's config directory, then the ``file://`` directories of ``hydra.searchpath=[...]``."""
+    dirs = [CONFIG_DIR]
+    value = parse_overrides(argv or []).get("hydra.searchpath", "")
+    for item in value.strip("[]").split(","):
+        item = item.strip().strip("'\"")
+        if item.startswith("file://"):
+            dirs.append(Path(item[len("file://"):]))
+    return dirs
 
 
-def map_envs(map_name: str) -> list[str]:
+def config_file(group: str, name: str, argv: list[str] | None = None) -> Path | None:
+    """The YAML of ``group=name`` (the last search directory that has it wins, as in Hydra)."""
+    found = [d / group / f"{name}.yaml" for d in search_dirs(argv) if (d / group / f"{name}.yaml").is_file()]
+    return found[-1] if found else None
+
+
+def choices(group: str, argv: list[str] | None = None) -> list[str]:
+    return sorted({p.stem for d in search_dirs(argv) for p in (d / group).glob("*.yaml")})
+
+
+def map_envs(map_name: str, argv: list[str] | None = None) -> list[str]:
     """The envs a map exists in (its YAML's ``map_envs``)."""
-    return [str(e) for e in OmegaConf.load(CONFIG_DIR / "map" / f"{map_name}.yaml").get("map_envs", [])]
+    path = config_file("map", map_name, argv)
+    return [] if path is None else [str(e) for e in OmegaConf.load(path).get("map_envs", [])]
 
 
 def parse_overrides(argv: list[str]) -> dict[str, str]:
@@ -50,21 +68,63 @@ def check_choices(argv: list[str]) -> None:
     selected: dict[str, list[str]] = {}
     for group in GROUPS:
         values = given.get(group, DEFAULTS[group]).split(",")
-        valid = choices(group)
+        valid = choices(group, argv)
         for value in values:
             if value not in valid:
                 raise ConfigError(f"unknown {group} '{value}'; valid choices: {', '.join(valid)}")
         selected[group] = values
     for env in selected["env"]:
         for map_name in selected["map"]:
-            owners = map_envs(map_name)
+            owners = map_envs(map_name, argv)
             if env not in owners:
                 if "map" not in given and "env" in given:
-                    valid = [m for m in choices("map") if env in map_envs(m)]
+                    valid = [m for m in choices("map", argv) if env in map_envs(m, argv)]
                     raise ConfigError(f"env={env} needs a map (the default map belongs to env={owners[0]}); "
                                       f"valid maps for env={env}: {', '.join(valid)}")
                 raise ConfigError(f"map '{map_name}' belongs to env={'|'.join(owners)}, not env={env}; "
                                   f"use env={owners[0]} map={map_name}")
+
+
+def job_overrides(argv: list[str]) -> list[str]:
+    """The overrides that make up one job's config: ``key=value`` arguments, and of Hydra's own
+    settings only ``hydra.searchpath`` (it decides which YAMLs exist)."""
+    out = []
+    for arg in argv:
+        if "=" not in arg or arg.startswith("-"):
+            continue
+        key = arg.lstrip("+~").split("=", 1)[0]
+        if not key.startswith("hydra.") or key == "hydra.searchpath":
+            out.append(arg)
+    return out
+
+
+def usage(argv: list[str] | None = None) -> str:
+    """``python -m marlopt.train --help``: the real choices of each group, read from the YAMLs."""
+    algos = []
+    for name in choices("algo", argv):
+        path = config_file("algo", name, argv)
+        algo = OmegaConf.load(path) if path is not None else {}
+        algos.append(f"{name} ({algo.get('family', '?')}, rule {algo.get('rule', '?')})")
+    maps: dict[str, list[str]] = {}
+    for name in choices("map", argv):
+        for env in map_envs(name, argv):
+            maps.setdefault(env, []).append(name)
+    lines = [
+        "usage: python -m marlopt.train [algo=NAME] [env=NAME] [map=NAME] [key=value ...] [-m] [resume=RUN_DIR]",
+        "",
+        f"defaults: algo={DEFAULTS['algo']} env={DEFAULTS['env']} map={DEFAULTS['map']}; -m sweeps comma lists "
+        "(-m seed=0,1,2 algo=mappo,mars)",
+        "",
+        "algo:",
+        *(f"  {a}" for a in algos),
+        "env and its maps:",
+        *(f"  {env}: {', '.join(names)}" for env, names in sorted(maps.items())),
+        "",
+        "Every key (seed, total_steps, n_envs, rollout_length, device, algo.*, env.*, model.*) is documented",
+        "where it is defined, in marlopt/config.py; print a composed config with --cfg job.",
+        "Your own algorithms: hydra.searchpath=[file://DIR] with DIR/algo/<name>.yaml (docs/architecture.md).",
+    ]
+    return "\n".join(lines)
 
 
 def compose(overrides: list[str]) -> DictConfig:
@@ -93,6 +153,11 @@ def load_run_config(run_dir: Path, changes: dict[str, str] | None = None) -> tup
     overrides_file = hydra_dir / "overrides.yaml"
     overrides = [str(o) for o in OmegaConf.load(overrides_file)] if overrides_file.is_file() else []
     overrides = [o for o in overrides if not o.lstrip("+~").startswith("resume=")]
+    hydra_file = hydra_dir / "hydra.yaml"  # the run's own algorithm directories, if it had any
+    if hydra_file.is_file():
+        paths = [str(p) for p in OmegaConf.load(hydra_file).hydra.get("searchpath", [])]
+        if paths:
+            overrides.append(f"hydra.searchpath=[{','.join(paths)}]")
     composed = compose(overrides)
     cfg = OmegaConf.merge(composed, saved)
     for key, value in (changes or {}).items():

@@ -48,7 +48,7 @@ class ModelConfig:
 
     hidden_sizes: list[int] = field(default_factory=lambda: [64])  # MLP layers before the GRU
     recurrent: bool = True  # GRU after the MLP; False = pure MLP policy
-    rnn_hidden: int = 64
+    rnn_hidden: int = 64  # GRU hidden size
     data_chunk_length: int = 10  # BPTT chunk length (recurrent only)
     sharing: str = "shared"  # shared | separate | hybrid (shared backbone, per-agent heads)
     agent_id: bool = True  # append the one-hot agent id to the actor input (shared/hybrid)
@@ -70,24 +70,32 @@ class ModelConfig:
 
 
 @dataclass
-class OnPolicyConfig:
-    """Hyperparameters shared by every on-policy update rule (EQUATIONS.md, MAPPO defaults)."""
+class AlgoConfig:
+    """What every algorithm YAML names (``configs/algo/<name>.yaml``), whatever its family."""
 
-    name: str = MISSING
-    rule: str = MISSING  # key of the update rule in marlopt.algos.registry
-    lr: float = 5e-4  # actor learning rate
-    critic_lr: float = 5e-4
-    adam_eps: float = 1e-5
-    max_grad_norm: float = 10.0
-    entropy_coef: float = 0.01
-    value_loss_coef: float = 1.0
-    ppo_epochs: int = 5
-    num_minibatches: int = 1
-    gamma: float = 0.99
-    gae_lambda: float = 0.95
-    use_valuenorm: bool = True
-    value_clip: Optional[float] = 0.2  # None disables value clipping
-    huber_delta: Optional[float] = 10.0  # None = squared error
+    name: str = MISSING  # the algorithm's name: run directories and logs use it
+    family: str = MISSING  # on_policy | off_policy: picks the runner (marlopt.algos.registry)
+    rule: str = MISSING  # the update rule, a name registered in marlopt.algos.registry
+
+
+@dataclass
+class OnPolicyConfig(AlgoConfig):
+    """Hyperparameters shared by every on-policy update rule (MAPPO defaults;
+    docs/algorithms/on_policy_machinery.md)."""
+
+    lr: float = 5e-4  # actor learning rate (Adam)
+    critic_lr: float = 5e-4  # critic learning rate (Adam)
+    adam_eps: float = 1e-5  # Adam's epsilon, actor and critic
+    max_grad_norm: float = 10.0  # global gradient-norm clip of each optimiser step
+    entropy_coef: float = 0.01  # weight of the policy-entropy bonus in the actor loss
+    value_loss_coef: float = 1.0  # weight of the value loss in the critic step
+    ppo_epochs: int = 5  # passes over the batch per iteration
+    num_minibatches: int = 1  # minibatches per pass (split over BPTT chunks / samples)
+    gamma: float = 0.99  # discount
+    gae_lambda: float = 0.95  # GAE's lambda
+    use_valuenorm: bool = True  # critic targets normalised by running statistics (ValueNorm)
+    value_clip: Optional[float] = 0.2  # clip of the value loss around the rollout values; None disables it
+    huber_delta: Optional[float] = 10.0  # Huber threshold of the value loss; None = squared error
     advantage_norm: bool = True  # normalise advantages over active samples
 
     def __post_init__(self) -> None:
@@ -108,30 +116,45 @@ class OnPolicyConfig:
 
 
 @dataclass
-class PPOConfig(OnPolicyConfig):
-    """MAPPO: the clipped surrogate; ``clip_low``/``clip_high`` give the asymmetric ablation."""
+class RatioConfig(OnPolicyConfig):
+    """MAPPO, MASPO, MARS and their ablations: one simultaneous update over a ratio objective.
 
-    objective: str = "clip"
-    clip: float = 0.2
-    clip_low: Optional[float] = None
-    clip_high: Optional[float] = None
+    ``objective`` is the loss itself, an importable function named the Hydra way and called as
+    ``objective(logp, logp_old, adv, mask=...)``::
+
+        objective:
+          _target_: marlopt.objectives.mars_loss   # any importable function, yours included
+          _partial_: true
+          rho_plus: 1.2                            # its keyword arguments
+    """
+
+    objective: Any = MISSING  # {_target_: pkg.module.fn, _partial_: true, <kwargs>}: the ratio loss
+    # [low, high] counted by ratio/frac_outside; null = the objective's own region
+    # (fn.ratio_region(**kwargs), as marlopt's losses define), else [0.8, 1.2]
+    ratio_region: Optional[list[float]] = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _positive(self.clip, "algo.clip")
-        for key in ("clip_low", "clip_high"):
-            value = getattr(self, key)
-            if value is not None:
-                _positive(value, f"algo.{key}")
+        _require(
+            isinstance(self.objective, dict) and isinstance(self.objective.get("_target_"), str),
+            "algo.objective",
+            "must name the loss as {_target_: pkg.module.fn, _partial_: true, <kwargs>} "
+            f"(got {self.objective!r})",
+        )
+        _require(self.objective.get("_partial_") is True, "algo.objective._partial_",
+                 "must be true (the rule calls objective(logp, logp_old, adv, mask=...))")
+        if self.ratio_region is not None:
+            _require(len(self.ratio_region) == 2 and 0 <= self.ratio_region[0] < 1 < self.ratio_region[1],
+                     "algo.ratio_region", f"must be [low, high] with 0 <= low < 1 < high (got {self.ratio_region})")
 
 
 @dataclass
-class GraspConfig(PPOConfig):
+class GraspConfig(RatioConfig):
     """GRASP: PPO epochs on ``J_clip + κ <θ, u*>`` with ``u*`` the min-norm consensus of the
-    agents' local gradients, computed once per iteration at ``θ_old`` (GRASP §3.2, Alg. 1–2)."""
+    agents' local gradients, computed once per iteration at ``θ_old`` (docs/algorithms/grasp.md)."""
 
     space: str = "heads"  # heads (hybrid actor: per-agent heads) | shared (full parameter sharing)
-    kappa: float = 1.0
+    kappa: float = 1.0  # weight κ of the consensus term
     solver: str = "active_set"  # active_set (exact, on the Gram matrix) | cvxpy (reference QP)
 
     def __post_init__(self) -> None:
@@ -139,45 +162,6 @@ class GraspConfig(PPOConfig):
         _one_of(self.space, ("heads", "shared"), "algo.space")
         _one_of(self.solver, ("active_set", "cvxpy"), "algo.solver")
         _nonnegative(self.kappa, "algo.kappa")
-
-
-@dataclass
-class SPOConfig(OnPolicyConfig):
-    """MASPO: ``L = -(r A - |A|/(2ε) (r-1)²)``; with ``rho_plus``/``rho_minus`` the asymmetric
-    ablation whose quadratic coefficient ``|A|/(2|ρ-1|)`` puts the optimum at ``ρ±``."""
-
-    objective: str = "spo"
-    eps: float = 0.2
-    rho_plus: Optional[float] = None
-    rho_minus: Optional[float] = None
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _positive(self.eps, "algo.eps")
-        _require((self.rho_plus is None) == (self.rho_minus is None), "algo.rho_plus",
-                 "set both rho_plus and rho_minus (asymmetric MASPO) or neither")
-        _check_targets(self.rho_plus, self.rho_minus)
-
-
-@dataclass
-class MARSConfig(OnPolicyConfig):
-    """MARS: ``L = -(r A - λ (r + 1/r - 2))`` with λ placing the optimum at the target ratio.
-
-    ``targets``: ``independent`` (``rho_plus``, ``rho_minus``; ``rho_minus: null`` = 1/rho_plus),
-    ``multiplicative`` (``ρ- = 1/ρ+``), ``additive`` (``ρ± = 1 ± eps``).
-    """
-
-    objective: str = "mars"
-    targets: str = "independent"
-    rho_plus: float = 1.2
-    rho_minus: Optional[float] = None
-    eps: float = 0.2
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _one_of(self.targets, ("independent", "multiplicative", "additive"), "algo.targets")
-        _require(0 < self.eps < 1, "algo.eps", f"must be in (0, 1) (got {self.eps})")
-        _check_targets(self.rho_plus, self.rho_minus)
 
 
 @dataclass
@@ -190,13 +174,13 @@ class SequentialConfig(OnPolicyConfig):
     variant: str = "happo"  # happo | hatrpo | haa2c
     clip: float = 0.2  # HAPPO's clip
     a2c_epochs: int = 5  # HAA2C's gradient steps per iteration
-    critic_epochs: int = 5
+    critic_epochs: int = 5  # critic passes over the batch, after all agents' updates
     kl_threshold: float = 0.005  # HATRPO's trust region δ on the mean KL
     accept_ratio: float = 0.5  # HATRPO: improvement / expected improvement must exceed this
-    backtrack_coeff: float = 0.8
-    ls_steps: int = 10
-    cg_iters: int = 10
-    cg_damping: float = 0.1
+    backtrack_coeff: float = 0.8  # HATRPO: the line search shrinks the step by this factor per try
+    ls_steps: int = 10  # HATRPO: line-search tries before the step is rejected
+    cg_iters: int = 10  # HATRPO: conjugate-gradient iterations for H^-1 g
+    cg_damping: float = 0.1  # HATRPO: Fisher damping, H + damping * I
     share_actor: bool = False  # parameter-shared actor (HARL allows it; outside HAPPO's theory)
     fixed_order: bool = False  # the paper's ablation: the same agent order every iteration
 
@@ -210,19 +194,12 @@ class SequentialConfig(OnPolicyConfig):
         _nonnegative(self.cg_damping, "algo.cg_damping")
 
 
-def _check_targets(rho_plus: Optional[float], rho_minus: Optional[float]) -> None:
-    if rho_plus is not None:
-        _require(rho_plus > 1, "algo.rho_plus", f"must be > 1 (got {rho_plus})")
-    if rho_minus is not None:
-        _require(0 < rho_minus < 1, "algo.rho_minus", f"must be in (0, 1) (got {rho_minus})")
-
-
 @dataclass
 class EnvConfig:
     """Which env and map, and how the vector env runs. Map YAMLs fill ``map_name``/``map_envs``."""
 
-    name: str = MISSING
-    map_name: str = MISSING
+    name: str = MISSING  # mpe | games | smac | smacv2 | grf | smax (set by configs/env/*.yaml)
+    map_name: str = MISSING  # the scenario (set by configs/map/*.yaml)
     map_envs: list[str] = MISSING  # the envs the selected map exists in (set by configs/map/*.yaml)
     continuous: bool = False  # Box actions with a diagonal Gaussian policy (where supported)
     state_type: Optional[str] = None  # critic state where the env offers a choice: EP | FP (SMAC)
@@ -255,24 +232,25 @@ class EnvConfig:
 class TrainConfig:
     """Top-level run settings. Frames count environment steps summed over the parallel envs."""
 
-    algo: Any = MISSING
-    env: EnvConfig = MISSING
-    model: ModelConfig = field(default_factory=ModelConfig)
-    seed: int = 0
+    algo: Any = MISSING  # the algorithm: a schema of its rule (configs/algo/<name>.yaml)
+    env: EnvConfig = MISSING  # configs/env/<name>.yaml + configs/map/<name>.yaml
+    model: ModelConfig = field(default_factory=ModelConfig)  # actor and critic networks
+    seed: int = 0  # seeds torch, numpy and every env (>= 0)
     total_steps: float = 1_000_000  # env frames; floats such as 2e6 accepted
-    n_envs: int = 8
+    n_envs: int = 8  # parallel envs in rollouts
     rollout_length: int = 200  # steps per env per iteration
     device: str = "cpu"  # cpu | cuda | cuda:N | auto
     torch_threads: int = 0  # update threads; 0 = all cores (rollout inference always runs on 1)
     log_interval: int = 1  # iterations between log events
     eval_interval: float = 0  # frames between greedy evaluations; 0 = only at the end
-    eval_episodes: int = 16
+    eval_episodes: int = 16  # episodes per greedy evaluation
     eval_envs: int = 0  # envs evaluated in parallel; 0 = min(eval_episodes, 16) (SC2: a few)
     save_interval: float = 500_000  # frames between numbered checkpoints
     latest_interval: float = 50_000  # frames between refreshes of checkpoints/latest.pt
     resume: Optional[str] = None  # run directory to continue
     max_iterations: Optional[int] = None  # stop (with a checkpoint) after this many in this call
     progress: bool = True  # rich progress bar (plain log lines when not a terminal)
+    speed_kit: bool = True  # marlopt.optim's speed tricks (fused Adam, lean grad clip, fast tanh); false = plain torch
 
     def __post_init__(self) -> None:
         _positive(self.total_steps, "total_steps")
@@ -303,17 +281,16 @@ class TrainConfig:
 
 
 def register_configs() -> None:
-    """Register the schemas with Hydra's ConfigStore (idempotent)."""
+    """Register the schemas with Hydra's ConfigStore (idempotent): the top level, the env, and
+    each registered update rule's schema as ``algo/<rule>_schema`` (what an algorithm YAML's
+    defaults list names)."""
+    from marlopt.algos.registry import RULES
+
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
     cs.store(group="env", name="env_schema", node=EnvConfig)
-    for name, node in ALGO_SCHEMAS.items():
-        cs.store(group="algo", name=f"{name}_schema", node=node)
-
-
-#: Algorithm schemas by the name their YAML's defaults list uses (``<name>_schema``).
-ALGO_SCHEMAS: dict[str, type] = {"ppo": PPOConfig, "spo": SPOConfig, "mars": MARSConfig,
-                                  "sequential": SequentialConfig, "grasp": GraspConfig}
+    for name, entry in RULES.items():
+        cs.store(group="algo", name=f"{name}_schema", node=entry.schema)
 
 
 def to_objects(cfg: DictConfig) -> TrainConfig:
@@ -321,6 +298,16 @@ def to_objects(cfg: DictConfig) -> TrainConfig:
     algo_cfg = cfg.algo
     obj = OmegaConf.to_object(cfg)
     assert isinstance(obj, TrainConfig)
-    if not isinstance(obj.algo, OnPolicyConfig):  # algo stays a dict when typed as Any
-        obj.algo = OmegaConf.to_object(algo_cfg)
+    if not isinstance(obj.algo, AlgoConfig):  # an algorithm YAML without a schema: type it by its rule
+        from marlopt.algos.registry import rule_entry
+
+        _require(isinstance(obj.algo, dict) and "rule" in obj.algo, "algo.rule",
+                 "every algorithm YAML names its update rule (rule: simultaneous | sequential | consensus | ...)")
+        schema = rule_entry(str(obj.algo["rule"])).schema
+        try:
+            obj.algo = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), algo_cfg))
+        except ConfigError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - OmegaConf's key/type errors: one line naming the key
+            raise ConfigError(f"algo: {str(exc).splitlines()[0]} (schema {schema.__name__})") from None
     return obj

@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from marlopt.cli import fail, load_run_config, parse_overrides, parse_value
+from marlopt.cli import fail, parse_overrides, parse_value
 from marlopt.config import ConfigError
 
 USAGE = "usage: python -m marlopt.evaluate run=<run_dir> [episodes=32] [checkpoint=latest] [stochastic=false] [seed=N]"
@@ -19,33 +19,22 @@ USAGE = "usage: python -m marlopt.evaluate run=<run_dir> [episodes=32] [checkpoi
 
 def evaluate_run(run_dir: Path, episodes: int = 32, checkpoint: str = "latest", stochastic: bool = False,
                  seed: int | None = None) -> dict[str, float]:
-    import torch
-
-    from marlopt.algos.registry import build_rule
-    from marlopt.checkpoint import load_checkpoint, resolve_checkpoint
     from marlopt.envs import env_fn
-    from marlopt.envs.registry import check_env
     from marlopt.evaluation import evaluate_policy
+    from marlopt.policy import load_run
     from marlopt.seeding import EVAL_OFFSET, env_seeds
 
-    _, cfg = load_run_config(run_dir)
-    check_env(cfg.env.name, cfg.env.map_name)
-    path = resolve_checkpoint(run_dir, checkpoint)
-    payload = load_checkpoint(path)
-    options = cfg.env.maker_options()
-    make = env_fn(cfg.env.name, cfg.env.map_name, options)
-    probe = make()
-    spec = probe.spec
-    probe.close()
-    rule = build_rule(spec, cfg.algo, cfg.model, torch.device("cpu"))
-    rule.load_state_dict(payload["rule"])
+    loaded = load_run(run_dir, checkpoint)
+    cfg = loaded.cfg
+    make = env_fn(cfg.env.name, cfg.env.map_name, cfg.env.maker_options())
     n = min(episodes, cfg.eval_envs or 16)
     seeds = env_seeds(cfg.seed if seed is None else seed, n, offset=EVAL_OFFSET + 10_000)
-    result = evaluate_policy(rule.eval_actor, [make] * n, episodes, seeds, deterministic=not stochastic)
-    result["frames"] = float(payload["counters"]["frames"])
+    result = evaluate_policy(loaded.policy, [make] * n, episodes, seeds, greedy=not stochastic)
+    result["frames"] = float(loaded.frames)
     out_dir = run_dir / "eval"
     out_dir.mkdir(exist_ok=True)
-    (out_dir / f"{path.stem}.json").write_text(json.dumps({"checkpoint": str(path), **result}, indent=2) + "\n")
+    (out_dir / f"{loaded.checkpoint.stem}.json").write_text(
+        json.dumps({"checkpoint": str(loaded.checkpoint), **result}, indent=2) + "\n")
     return result
 
 

@@ -5,54 +5,51 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-import torch
 
-from marlopt.envs import MultiAgentEnv, VectorEnv
-from marlopt.models import Actor
+from marlopt.envs import MultiAgentEnv, ProcessVectorEnv
+from marlopt.policy import Policy, reset_finished
 
 
-@torch.inference_mode()
 def evaluate_policy(
-    actor: Actor,
+    policy: Policy,
     env_fns: list[Callable[[], MultiAgentEnv]],
     episodes: int,
     seeds: list[int],
-    deterministic: bool = True,
+    greedy: bool = True,
 ) -> dict[str, float]:
-    """Run ``episodes`` episodes (spread evenly over ``len(env_fns)`` envs) with ``actor``.
+    """Run ``episodes`` episodes (spread evenly over ``len(env_fns)`` envs) with ``policy``.
 
     Returns ``return_mean``/``return_std``/``length_mean`` and ``win_rate`` where the env has wins.
-    The actor runs on its current device; the env loop is in-process.
+    The env loop is in-process; the policy sees only numpy (the :class:`~marlopt.policy.Policy`
+    protocol), whatever trained it.
     """
-    device = next(actor.parameters()).device
-    envs = VectorEnv(env_fns[: min(episodes, len(env_fns))], mode="inproc")
+    import torch
+
+    envs = ProcessVectorEnv(env_fns[: min(episodes, len(env_fns))], mode="inproc")
     try:
         n = envs.num_envs
         quota = np.array([episodes // n + (i < episodes % n) for i in range(n)])
-        obs, _, avail, _ = envs.reset(seeds[:n])
-        h = actor.initial_hidden(n, device) if actor.hidden_size else None
+        first = envs.reset(seeds[:n])
+        obs, avail = first.obs, first.avail
+        state = policy.initial_state(n)
         returns: list[float] = []
         lengths: list[float] = []
         wins: list[float] = []
         done_count = np.zeros(n, dtype=np.int64)
-        was_training = actor.training
-        actor.eval()
-        while (done_count < quota).any():
-            actions, _, h = actor.act(torch.as_tensor(obs, device=device), torch.as_tensor(avail, device=device), h,
-                                      deterministic=deterministic)
-            step = envs.step(actions.cpu().numpy())
-            ended = step.terminated | step.truncated
-            for e in np.flatnonzero(ended | step.dropped):
-                if h is not None:
-                    h[e] = 0.0
-                if ended[e] and done_count[e] < quota[e]:
-                    done_count[e] += 1
-                    returns.append(float(step.episode_return[e]))
-                    lengths.append(float(step.episode_length[e]))
-                    if envs.spec.has_won:
-                        wins.append(float(step.won[e]))
-            obs, avail = step.obs, step.avail
-        actor.train(was_training)
+        with torch.inference_mode():
+            while (done_count < quota).any():
+                actions, state = policy.act(obs, avail, state, greedy=greedy)
+                step = envs.step(actions)
+                ended = step.terminated | step.truncated
+                state = reset_finished(policy, state, ended | step.dropped)
+                for e in np.flatnonzero(ended):
+                    if done_count[e] < quota[e]:
+                        done_count[e] += 1
+                        returns.append(float(step.episode_return[e]))
+                        lengths.append(float(step.episode_length[e]))
+                        if envs.spec.has_won:
+                            wins.append(float(step.won[e]))
+                obs, avail = step.obs, step.avail
     finally:
         envs.close()
     out = {"return_mean": float(np.mean(returns)), "return_std": float(np.std(returns)),

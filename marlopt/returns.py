@@ -1,6 +1,7 @@
 """Generalised advantage estimation with proper time limits, and ValueNorm.
 
-EQUATIONS.md "Shared on-policy machinery"; TRAPS.md ("ValueNorm", "Time limits").
+Equations, sources and the choices made: docs/algorithms/on_policy_machinery.md ("GAE with time
+limits and terminations", "ValueNorm").
 Nothing here imports from :mod:`marlopt.objectives` (that package re-exports this module).
 """
 
@@ -30,6 +31,9 @@ def gae(
 ) -> tuple[Tensor, Tensor]:
     """GAE(gamma, lambda) along time dimension 0, any trailing dims (e.g. ``[T, E, N]``).
 
+    GAE (Schulman et al., 2016; restated as GRASP paper Eqs. (2)-(3)) with proper time limits
+    (HARL paper Table 4, "use proper time limits"):
+
     ``delta_t = r_t + gamma (1 - terminated_t) bootstrap_values[t] - values[t]``
     ``A_t = delta_t + gamma lam (1 - (terminated_t or truncated_t)) A_{t+1}``, ``A_T = 0``
     ``returns_t = A_t + values[t]``
@@ -38,10 +42,10 @@ def gae(
     ``values[t + 1]``, at a time limit (``truncated_t``) the value of the final observation, and for
     the last step of the rollout the value of the next state. So a truncation bootstraps, a
     termination does not, and neither lets the recursion cross the episode boundary
-    (TRAPS.md "Time limits"; a step that is both counts as terminated).
+    (docs/algorithms/on_policy_machinery.md; a step that is both counts as terminated).
 
-    All inputs are in *denormalised* (environment) units (TRAPS.md "ValueNorm"); pass
-    ``value_norm.denormalize(v)`` when the critic predicts normalised values.
+    All inputs are in *denormalised* (environment) units (docs/algorithms/on_policy_machinery.md,
+    "ValueNorm"); pass ``value_norm.denormalize(v)`` when the critic predicts normalised values.
 
     Args:
         rewards, values, bootstrap_values: float ``[T, ...]``, mutually broadcastable (e.g. a team

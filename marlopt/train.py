@@ -15,7 +15,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from marlopt.cli import check_choices, compose, fail, load_run_config, parse_overrides
+from marlopt.cli import CONFIG_DIR, check_choices, compose, fail, job_overrides, load_run_config, parse_overrides, usage
 from marlopt.config import ConfigError, TrainConfig, register_configs, to_objects
 from marlopt.envs.registry import check_env
 
@@ -24,19 +24,23 @@ RESUMABLE_CHANGES = ("total_steps", "device", "progress", "max_iterations", "tor
 
 
 MULTIRUN_FLAGS = {"-m", "--multirun"}
+HELP_FLAGS = {"-h", "--help"}
 
 
 def run_training(cfg: TrainConfig, run_dir: Path, resume: bool = False) -> str:
     """Train with an already validated config in ``run_dir``; returns why training stopped."""
+    from marlopt.algos.registry import runner_class
     from marlopt.checkpoint import load_checkpoint, resolve_checkpoint
     from marlopt.logger import RunLogger, VERSIONS_FILE, write_versions
-    from marlopt.runners.on_policy import OnPolicyRunner
 
+    from marlopt.optim import set_speed_kit
+
+    set_speed_kit(cfg.speed_kit)
     run_dir.mkdir(parents=True, exist_ok=True)
     payload = load_checkpoint(resolve_checkpoint(run_dir, "latest")) if resume else None
     if not (run_dir / VERSIONS_FILE).exists():
         write_versions(run_dir)
-    runner = OnPolicyRunner(cfg, run_dir, payload)
+    runner = runner_class(cfg.algo.family)(cfg, run_dir, payload)
     logger = RunLogger(run_dir, runner.total_frames, start_frame=runner.frames, progress=cfg.progress)
     try:
         reason = runner.train(logger)
@@ -70,6 +74,10 @@ def _resume(argv: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if HELP_FLAGS & set(argv):
+        print(usage(argv))
+        return
+    from marlopt.algos.registry import check_algo
     from marlopt.checkpoint import CheckpointError
 
     try:
@@ -78,7 +86,8 @@ def main(argv: list[str] | None = None) -> None:
             return
         check_choices(argv)
         if not MULTIRUN_FLAGS & set(argv):  # sweeps validate per job
-            typed = to_objects(compose([a for a in argv if "=" in a and not a.lstrip("+~").startswith("hydra.")]))
+            typed = to_objects(compose(job_overrides(argv)))
+            check_algo(typed.algo)  # rule, family, runner, objective
             check_env(typed.env.name, typed.env.map_name)  # simulator installed?
     except (ConfigError, CheckpointError, ImportError) as exc:
         fail(str(exc))
@@ -91,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
         fail("; ".join(lines[:2]))
     register_configs()
     sys.argv = [sys.argv[0], *argv]
-    hydra.main(config_path="configs", config_name="config", version_base="1.3")(_hydra_task)()
+    hydra.main(config_path=str(CONFIG_DIR), config_name="config", version_base="1.3")(_hydra_task)()
 
 
 if __name__ == "__main__":

@@ -80,7 +80,7 @@ BENCHMARL_MAPPING: list[tuple[str, str, str]] = [
     ("clip_grad_norm=true clip_grad_val=5", "algo.max_grad_norm=5", "per optimiser in both"),
     ("gamma=0.99", "algo.gamma=0.99", ""),
     ("mappo.lmbda=0.9", "algo.gae_lambda=0.9", ""),
-    ("mappo.clip_epsilon=0.2", "algo.clip=0.2", ""),
+    ("mappo.clip_epsilon=0.2", "algo.objective.clip=0.2", ""),
     ("mappo.entropy_coef=0.0", "algo.entropy_coef=0.0", ""),
     ("mappo.critic_coef=1.0", "algo.value_loss_coef=1.0", ""),
     ("mappo.loss_critic_type=l2", "algo.huber_delta=null", "squared error"),
@@ -137,7 +137,7 @@ def marlopt_benchmarl_overrides(args: argparse.Namespace) -> list[str]:
         "algo=mappo", "env=mpe", "map=simple_spread", f"seed={args.seed}",
         "n_envs=10", "rollout_length=600", "algo.num_minibatches=15", "algo.ppo_epochs=45",
         "algo.lr=5e-5", "algo.critic_lr=5e-5", "algo.adam_eps=1e-6", "algo.max_grad_norm=5",
-        "algo.gamma=0.99", "algo.gae_lambda=0.9", "algo.clip=0.2", "algo.entropy_coef=0.0",
+        "algo.gamma=0.99", "algo.gae_lambda=0.9", "algo.objective.clip=0.2", "algo.entropy_coef=0.0",
         "algo.value_loss_coef=1.0", "algo.huber_delta=null", "algo.value_clip=null",
         "algo.use_valuenorm=false", "algo.advantage_norm=false",
         "model.hidden_sizes=[256,256]", "model.recurrent=false", "model.activation=tanh",
@@ -398,7 +398,7 @@ def profile_child(overrides: list[str], iterations: int, out: Path, cprofile: bo
 
     wrap(runner.envs, "step", "env_step")
     wrap(runner.actor, "act", "actor_act")
-    wrap(runner.critic, "value", "critic_value")
+    wrap(runner.rule, "estimate_values", "value_estimation")
     wrap(runner.buffer, "insert", "buffer_insert")
     prof = None
     if cprofile:
@@ -413,8 +413,8 @@ def profile_child(overrides: list[str], iterations: int, out: Path, cprofile: bo
             t0 = time.perf_counter()
             runner.collect()
             t1 = time.perf_counter()
-            runner.rule.update(runner.buffer.batch if runner.on_cpu else runner.buffer.batch.to(runner.device))
-            runner._refresh_rollout_nets()
+            runner.rule.update(runner.batch)
+            runner._refresh_rollout_actor()
             t2 = time.perf_counter()
             if prof:
                 prof.disable()
@@ -424,7 +424,7 @@ def profile_child(overrides: list[str], iterations: int, out: Path, cprofile: bo
         shutil.rmtree(tmp, ignore_errors=True)
     rollout = sum(r["rollout_s"] for r in per_iter)
     update = sum(r["update_s"] for r in per_iter)
-    parts = {k: acc[k] for k in ("env_step", "actor_act", "critic_value", "buffer_insert")}
+    parts = {k: acc[k] for k in ("env_step", "actor_act", "value_estimation", "buffer_insert")}
     parts["rollout_other"] = rollout - sum(parts.values())
     frames = iterations * runner.frames_per_iteration
     from marlopt.runners.on_policy import vector_mode

@@ -13,7 +13,7 @@ SPEC = EnvSpec(n_agents=2, obs_dim=3, state_dim=4, n_actions=5, episode_limit=10
 
 
 def make_buffer() -> RolloutBuffer:
-    return RolloutBuffer(SPEC, n_envs=3, length=4, critic_rows=1, actor_hidden=6, critic_hidden=6, device="cpu")
+    return RolloutBuffer(SPEC, n_envs=3, length=4, actor_hidden=6, device="cpu")
 
 
 def test_insert_writes_step_t_only_from_tensors_and_arrays():
@@ -36,11 +36,17 @@ def test_insert_casts_like_copy_and_stores_no_graph():
     buf = make_buffer()
     w = torch.ones(1, requires_grad=True)
     logp = torch.randn(3, 2) * w  # carries a graph
-    buf.insert(0, logp=logp, values=np.full((3, 1), 0.1, dtype=np.float64))
+    buf.insert(0, logp=logp, rewards=np.full((3, 1), 0.1, dtype=np.float64))
     b = buf.batch
     assert not b.logp.requires_grad and b.logp.grad_fn is None
     torch.testing.assert_close(b.logp[0], logp.detach(), rtol=0, atol=0)
-    assert b.values.dtype == torch.float32 and torch.equal(b.values[0], torch.full((3, 1), 0.1))
+    assert b.rewards.dtype == torch.float32 and torch.equal(b.rewards[0], torch.full((3, 1), 0.1))
+
+
+def test_value_fields_are_left_to_the_update_rule():
+    b = make_buffer().batch
+    assert b.values is None and b.bootstrap_values is None and b.h_critic is None
+    assert b.to("cpu").values is None
 
 
 def test_insert_rejects_a_wrong_shape():

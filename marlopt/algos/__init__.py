@@ -1,5 +1,5 @@
-"""Update rules (one per family) and the algorithm registry."""
+"""Update rules (one module per rule family) and the one algorithm registry."""
 
-from marlopt.algos.registry import UPDATE_RULES, build_rule
+from marlopt.algos.registry import RULES, RUNNERS, build_rule, register_rule, register_runner
 
-__all__ = ["UPDATE_RULES", "build_rule"]
+__all__ = ["RULES", "RUNNERS", "build_rule", "register_rule", "register_runner"]

@@ -1,28 +1,34 @@
-"""What every on-policy update rule shares: networks, optimisers, ValueNorm, GAE, chunking.
+"""What every on-policy update rule shares: networks, optimisers, value estimation, GAE, chunking.
 
-An update rule owns its networks and optimisers and exposes three things to the runner:
+An update rule owns its networks, its optimisers and all of the learning; the runner owns the envs,
+the acting loop and the buffer. What the runner calls:
 
-- ``rollout_actor`` — the policy that collects data (MAGPO: its centralised guider),
-- ``eval_actor`` — the policy that is evaluated and deployed (MAGPO: the decentralised learner),
+- ``rollout_actor`` — the network that acts during rollouts (MAGPO: its centralised guider),
+- ``eval_policy()`` — the deployed :class:`~marlopt.policy.Policy` (MAGPO: the decentralised learner),
+- ``initial_value_state(n_envs)`` and ``estimate_values(batch, value_state, tail)`` — the critic's
+  values, hidden states and time-limit bootstraps of a finished rollout, in one batched pass,
 - ``update(batch) -> metrics`` — one iteration's optimisation on a :class:`RolloutBatch`,
 
 plus ``state_dict``/``load_state_dict`` for checkpoints. Subclasses implement ``update_policy``;
-this class prepares advantages and offers the critic step and minibatching they reuse.
+this class estimates values and advantages and offers the critic step and minibatching they reuse.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterator
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
-from marlopt.buffers import RolloutBatch
+from marlopt.buffers import RolloutBatch, RolloutTail
 from marlopt.config import ModelConfig, OnPolicyConfig
 from marlopt.envs.base import EnvSpec
 from marlopt.models import Actor, Critic
 from marlopt.objectives import masked_mean, value_loss
+from marlopt.optim import adam, clip_and_step
+from marlopt.policy import ActorPolicy
 from marlopt.returns import ValueNorm, gae
 
 
@@ -117,110 +123,6 @@ class MetricMeans:
         return {k: v / max(self.count, 1) for k, v in self.sums.items()}
 
 
-class LeanFusedAdam(torch.optim.Adam):
-    """torch's fused Adam whose steps, once its state exists, call the fused kernel directly.
-
-    ``Adam.step`` regroups the parameters and their state by device and dtype and runs its hook and
-    profiling wrappers on every call: ≈ 100 µs of Python per step on this project's 2-core machines,
-    more than the kernel itself (162 vs 66 µs for a 256² MLP; an update with BenchMARL's settings
-    takes two steps per minibatch). After the first step (through torch, which creates the state)
-    the tensor lists are kept and each step makes the same two calls torch's fused path makes,
-    ``_foreach_add_(steps, 1)`` and ``_fused_adam_``: bit-identical results, the same
-    ``state_dict``. Anything else — a closure, a missing gradient, several parameter groups,
-    amsgrad, a tensor lr, a grad scaler, parameters on several devices — takes torch's own path.
-    """
-
-    def __init__(self, params: Iterable[nn.Parameter], **kwargs: Any):
-        super().__init__(params, fused=True, **kwargs)
-        self._lists: tuple[list[Tensor], ...] | None = None
-
-    def step(self, closure: Any = None) -> Any:  # type: ignore[override]
-        if closure is None and self._lists is not None:
-            params, exp_avgs, exp_avg_sqs, steps = self._lists
-            grads = [p.grad for p in params]
-            if all(g is not None for g in grads):
-                group = self.param_groups[0]
-                beta1, beta2 = group["betas"]
-                torch._foreach_add_(steps, 1)
-                torch._fused_adam_(params, grads, exp_avgs, exp_avg_sqs, [], steps, lr=group["lr"], beta1=beta1,
-                                   beta2=beta2, weight_decay=group["weight_decay"], eps=group["eps"], amsgrad=False,
-                                   maximize=group["maximize"], grad_scale=None, found_inf=None)
-                return None
-        loss = super().step(closure)
-        self._lists = self._direct_lists()
-        return loss
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        """``p.grad = None`` for every parameter (torch's version: ≈ 20 µs of bookkeeping more)."""
-        if set_to_none and self._lists is not None:
-            for p in self._lists[0]:
-                p.grad = None
-            return
-        super().zero_grad(set_to_none=set_to_none)
-
-    def _direct_lists(self) -> tuple[list[Tensor], ...] | None:
-        if len(self.param_groups) != 1 or hasattr(self, "grad_scale") or hasattr(self, "found_inf"):
-            return None
-        group = self.param_groups[0]
-        unusual = ("amsgrad", "differentiable", "capturable", "decoupled_weight_decay", "foreach")
-        if not group["fused"] or any(group.get(k) for k in unusual) or isinstance(group["lr"], Tensor):
-            return None
-        params = group["params"]
-        states = [self.state.get(p, {}) for p in params]
-        if not params or any("exp_avg" not in st for st in states):
-            return None
-        if any(p.device != params[0].device or p.dtype != params[0].dtype for p in params):
-            return None
-        return params, [st["exp_avg"] for st in states], [st["exp_avg_sq"] for st in states], [st["step"] for st in states]
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        super().load_state_dict(state_dict)
-        self._lists = None  # new state tensors: the next step goes through torch and lists them again
-
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        super().add_param_group(param_group)
-        self._lists = None
-
-
-def adam(params: Iterable[nn.Parameter], lr: float, eps: float) -> torch.optim.Optimizer:
-    """Adam, fused where this torch supports it (CPU since torch 2.4, CUDA): one kernel over all
-    parameters instead of ~10 per tensor (measured 575 → 218 µs per step for a 256² MLP on CPU),
-    stepped through :class:`LeanFusedAdam`."""
-    params = list(params)
-    try:
-        return LeanFusedAdam(params, lr=lr, eps=eps)
-    except (RuntimeError, TypeError, ValueError):  # older torch / an unsupported device or dtype
-        return torch.optim.Adam(params, lr=lr, eps=eps)
-
-
-def clip_grad_norm(params: Iterable[nn.Parameter], max_norm: float) -> Tensor:
-    """``g <- g · min(1, max_norm / (‖g‖₂ + 1e-6))`` over all gradients; returns the pre-clip ‖g‖₂.
-
-    The arithmetic of ``torch.nn.utils.clip_grad_norm_`` (same ops, same result bit for bit), without
-    its per-call grouping by device and dtype, which here cost as much as the arithmetic (129 vs
-    67 µs for a 256² MLP). Gradients on several devices or dtypes go to torch's version.
-    """
-    params = list(params)
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
-        return torch.zeros(())
-    first = grads[0]
-    if any(g.device != first.device or g.dtype != first.dtype for g in grads):
-        return nn.utils.clip_grad_norm_(params, max_norm)
-    total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
-    torch._foreach_mul_(grads, torch.clamp(max_norm / (total + 1e-6), max=1.0))
-    return total
-
-
-def clip_and_step(optim: torch.optim.Optimizer, params: list[nn.Parameter], loss: Tensor, max_norm: float) -> float:
-    """Backward, clip the global grad norm, step. Returns the pre-clip grad norm."""
-    optim.zero_grad(set_to_none=True)
-    loss.backward()
-    norm = clip_grad_norm(params, max_norm)
-    optim.step()
-    return float(norm)
-
-
 class OnPolicyRule:
     """Base of the on-policy update rules: actor, centralised critic, ValueNorm, optimisers."""
 
@@ -244,6 +146,50 @@ class OnPolicyRule:
     @property
     def eval_actor(self) -> Actor:
         return self.actor
+
+    def eval_policy(self) -> ActorPolicy:
+        """The deployed policy (evaluation, ``marlopt.evaluate``, ``marlopt.load_policy``)."""
+        return ActorPolicy(self.eval_actor)
+
+    def initial_value_state(self, n_envs: int) -> Tensor:
+        """The critic's memory at the start of training, ``[E, R, H]`` on the CPU (the runner keeps
+        it between rollouts and in checkpoints; ``H = 0`` for a feed-forward critic)."""
+        return self.critic.initial_hidden(n_envs)
+
+    @torch.no_grad()
+    def estimate_values(self, batch: RolloutBatch, value_state: Tensor, tail: RolloutTail) -> Tensor:
+        """Fill ``batch.values``, ``batch.h_critic`` and ``batch.bootstrap_values`` for a whole rollout
+        in one batched critic pass (per-step inference of small networks is launch-bound), and
+        return the critic's memory for the next rollout (``value_state`` as the runner passed it
+        in, advanced; on the CPU).
+
+        ``bootstrap[t] = V(s_{t+1})`` (``V(tail.next_state)`` for the last step), ``0`` where step
+        ``t`` ended the episode, and ``V(final state of step t)`` where it hit a time limit,
+        evaluated with the critic state reached after step ``t``: the numbers a step-by-step
+        rollout computes (docs/algorithms/on_policy_machinery.md).
+        """
+        device = batch.state.device
+        h0 = value_state.to(device)
+        values, h_after = self.critic.rollout_values(batch.state, h0, batch.starts)  # h_after[t]: after step t
+        batch.values = values.clone()  # a normal tensor: the update differentiates next to it
+        next_h = h0
+        if h_after is not None:  # the state before step t, zeroed where an episode starts at t
+            keep = (1.0 - batch.starts[1:]).unsqueeze(-1)
+            batch.h_critic = torch.cat([h0.unsqueeze(0), h_after[:-1] * keep])
+            next_h = h_after[-1] * (1.0 - tail.next_starts.to(device)).unsqueeze(-1)
+        last_values, _ = self.critic.value(tail.next_state.to(device), next_h)
+        bootstrap = torch.empty_like(batch.values)
+        bootstrap[:-1] = batch.values[1:]
+        bootstrap[-1] = last_values
+        bootstrap.masked_fill_(batch.truncated, 0.0)  # a dropped episode's cut bootstraps nothing
+        if tail.truncations:
+            ts = torch.from_numpy(np.concatenate([np.full(len(e), t) for t, e, _ in tail.truncations]))
+            es = torch.from_numpy(np.concatenate([e for _, e, _ in tail.truncations]))
+            final_states = torch.from_numpy(np.concatenate([s for _, _, s in tail.truncations])).to(device)
+            h_final = None if h_after is None else h_after[ts.to(device), es.to(device)]
+            bootstrap[ts, es] = self.critic.value(final_states, h_final)[0]
+        batch.bootstrap_values = bootstrap
+        return next_h.clone().cpu()
 
     def update(self, batch: RolloutBatch) -> dict[str, float]:
         chunks = self.prepare(batch)
@@ -285,8 +231,8 @@ class OnPolicyRule:
     def prepare(self, batch: RolloutBatch) -> Chunks:
         """GAE on denormalised values, ValueNorm update, advantage normalisation, chunking.
 
-        ``A = gae(r, V, V_boot, terminated, truncated, γ, λ)`` (EQUATIONS.md, shared machinery):
-        values are denormalised *before* GAE (TRAPS.md: on-policy #12); the critic's targets are
+        ``A = gae(r, V, V_boot, terminated, truncated, γ, λ)`` (docs/algorithms/on_policy_machinery.md):
+        values are denormalised *before* GAE (marlbenchmark/on-policy issue #12); the critic's targets are
         the returns normalised with the just-updated statistics.
         """
         critic_active = self.critic_active(batch.active)
@@ -340,12 +286,16 @@ class OnPolicyRule:
             yield shuffled.select(slice(start, start + len(index)))
             start += len(index)
 
-    def evaluate_actions(self, mb: Chunks, actor: Actor | None = None) -> tuple[Tensor, Tensor]:
+    def evaluate_actions(
+        self, mb: Chunks, actor: Actor | None = None, agent: int | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Log-probabilities and entropies of ``mb``'s actions; ``agent``: ``mb`` holds that agent alone
+        (agent axis of size 1, :func:`marlopt.algos.sequential.agent_slice`)."""
         actor = actor or self.actor
-        return actor.evaluate(mb.obs, mb.avail_mask, mb.actions, mb.h_actor, mb.starts)
+        return actor.evaluate(mb.obs, mb.avail_mask, mb.actions, mb.h_actor, mb.starts, agent)
 
     def critic_step(self, mb: Chunks) -> dict[str, float]:
-        """One clipped (Huber) value-loss step (EQUATIONS.md: value loss), in normalised space."""
+        """One clipped (Huber) value-loss step in normalised space (docs/algorithms/on_policy_machinery.md)."""
         values, _ = self.critic(mb.state, mb.h_critic, mb.starts)
         loss = value_loss(
             values, mb.values, mb.returns, clip=self.cfg.value_clip, huber_delta=self.cfg.huber_delta,

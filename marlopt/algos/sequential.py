@@ -1,4 +1,5 @@
-"""Sequential heterogeneous-agent updates: HAPPO, HATRPO, HAA2C (HARL; EQUATIONS.md).
+"""Sequential heterogeneous-agent updates: HAPPO, HATRPO, HAA2C (HARL paper; docs/algorithms/happo.md,
+hatrpo.md, haa2c.md).
 
 Each iteration draws a random permutation ``i_1..i_n`` of the agents. ``M_1 = A``; agent ``i_m``
 is updated alone with ``M_m``, then ``M_{m+1} = (π_new^{i_m}(a|o) / π_old^{i_m}(a|o)) · M_m``
@@ -13,7 +14,8 @@ over them). The critic is updated once, after all actors.
   parameters are restored bit for bit.
 
 Actors are per agent (``model.sharing=separate``) unless ``algo.share_actor=true``; each agent is
-evaluated alone (:meth:`Actor.only_agent`), so a sequential epoch costs what a simultaneous one does.
+evaluated alone (``Actor.evaluate(..., agent=i)`` on its slice), so a sequential epoch costs what a
+simultaneous one does.
 """
 
 from __future__ import annotations
@@ -24,17 +26,18 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from marlopt.algos.base import Chunks, MetricMeans, OnPolicyRule, adam, clip_and_step
+from marlopt.algos.base import Chunks, MetricMeans, OnPolicyRule
+from marlopt.algos.trust_region import backtracking_line_search
 from marlopt.config import ConfigError
 from marlopt.objectives import a2c_loss, happo_loss, masked_mean, ratio
 from marlopt.objectives.trpo import (
-    backtracking_line_search,
     conjugate_gradient,
     flat_grad,
     flat_params,
     make_fisher_vector_product,
     trpo_step_size,
 )
+from marlopt.optim import adam, clip_and_step
 
 _AGENT_FIELDS = ("obs", "avail", "actions", "logp", "active", "advantages")
 
@@ -92,8 +95,8 @@ class SequentialRule(OnPolicyRule):
             stats = self.update_agent(agent, mine)
             for k, v in stats.items():
                 metrics[k] = metrics.get(k, 0.0) + v / len(order)
-            with torch.no_grad(), self.actor.only_agent(agent):
-                new_logp, _ = self.evaluate_actions(mine)
+            with torch.no_grad():
+                new_logp, _ = self.evaluate_actions(mine, agent=agent)
             agent_ratio, _ = ratio(new_logp, mine.logp, mine.active)  # 1 for inactive samples
             factor = factor * agent_ratio
             metrics[f"factor/std_after_{position + 1}"] = float(factor[chunks.active.any(-1, keepdim=True)].std())
@@ -114,8 +117,7 @@ class SequentialRule(OnPolicyRule):
         means = MetricMeans()
         for _ in range(epochs):
             for mb in self.minibatches(data):
-                with self.actor.only_agent(agent):
-                    logp, entropy = self.evaluate_actions(mb)
+                logp, entropy = self.evaluate_actions(mb, agent=agent)
                 mask = mb.active_mask
                 if self.cfg.variant == "happo":
                     policy_loss = happo_loss(logp, mb.logp, mb.advantages, mb.factor, clip=self.cfg.clip, mask=mask)
@@ -129,14 +131,13 @@ class SequentialRule(OnPolicyRule):
         return means.means()
 
     def trpo_update(self, agent: int, data: Chunks) -> dict[str, float]:
-        """One HATRPO step for ``agent`` on the whole batch (EQUATIONS.md, HATRPO)."""
+        """One HATRPO step for ``agent`` on the whole batch (docs/algorithms/hatrpo.md)."""
         cfg = self.cfg
         params = self.agent_params(agent)
         weight = data.advantages * data.factor  # M = factor · A, detached
 
         def surrogate_and_dist() -> tuple[Tensor, Any]:
-            with self.actor.only_agent(agent):
-                dist = self.actor.dist(data.obs, data.avail, data.h_actor, data.starts)
+            dist = self.actor.dist(data.obs, data.avail, data.h_actor, data.starts, agent)
             r, _ = ratio(dist.log_prob(data.actions), data.logp)
             return masked_mean(r * weight, data.active), dist
 

@@ -1,80 +1,24 @@
 """Simultaneous update (MAPPO and the ratio-objective family): all agents step together.
 
-Per minibatch: one actor step on ``objective(logp, logp_old, A) - c_ent · H`` over active samples,
-then one critic step. Which objective is used is the algorithm config's ``objective`` key, looked
-up in :data:`ACTOR_OBJECTIVES`; a new ratio objective plugs in by adding one entry there and one
-YAML, without touching the runner.
+Per minibatch: one actor step on ``objective(logp, logp_old, A, mask) - c_ent · H`` over active
+samples, then one critic step. The objective is the algorithm YAML's ``objective`` — any
+importable loss with the signature of :func:`marlopt.objectives.ppo_clip_loss`
+(docs/architecture.md, "Add an algorithm"); MAPPO, MASPO, MARS and their ablations are YAMLs
+over marlopt's own losses.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from marlopt.algos.base import Chunks, MetricMeans, OnPolicyRule, clip_and_step
-from marlopt.objectives import (
-    additive_targets,
-    mars_loss,
-    multiplicative_targets,
-    ppo_clip_loss,
-    ratio_diagnostics,
-    spo_loss,
-)
+from marlopt.algos.base import Chunks, MetricMeans, OnPolicyRule
+from marlopt.algos.registry import objective_fn, ratio_region
+from marlopt.objectives import ratio_diagnostics
 from marlopt.objectives.ppo import diagnostic_log_ratio, log_ratio_extremes
-
-#: ``loss_fn(logp, logp_old, adv, mask) -> scalar`` (``mask=None``: every sample counts) and the
-#: nominal ratio region ``(low, high)``.
-ObjectiveFn = Callable[[Tensor, Tensor, Tensor, Tensor | None], Tensor]
-
-
-def clip_objective(cfg: Any) -> tuple[ObjectiveFn, tuple[float, float]]:
-    """MAPPO's clipped surrogate, optionally asymmetric ``[1 - clip_low, 1 + clip_high]``."""
-    low = cfg.clip if cfg.clip_low is None else cfg.clip_low
-    high = cfg.clip if cfg.clip_high is None else cfg.clip_high
-
-    def loss(logp: Tensor, logp_old: Tensor, adv: Tensor, mask: Tensor | None) -> Tensor:
-        return ppo_clip_loss(logp, logp_old, adv, clip=cfg.clip, mask=mask, clip_low=low, clip_high=high)
-
-    return loss, (1.0 - low, 1.0 + high)
-
-
-def spo_objective(cfg: Any) -> tuple[ObjectiveFn, tuple[float, float]]:
-    """MASPO (optimum at ``1 ± eps``) or its asymmetric ablation (optimum at ``rho±``)."""
-
-    def loss(logp: Tensor, logp_old: Tensor, adv: Tensor, mask: Tensor | None) -> Tensor:
-        return spo_loss(logp, logp_old, adv, eps=cfg.eps, mask=mask, rho_plus=cfg.rho_plus, rho_minus=cfg.rho_minus)
-
-    if cfg.rho_plus is not None:
-        return loss, (cfg.rho_minus, cfg.rho_plus)
-    return loss, (1.0 - cfg.eps, 1.0 + cfg.eps)
-
-
-def mars_targets(cfg: Any) -> tuple[float, float]:
-    """``(ρ+, ρ-)`` for the three MARS target parameterisations (EQUATIONS.md, MARS)."""
-    if cfg.targets == "additive":
-        return additive_targets(cfg.eps)
-    if cfg.targets == "multiplicative" or cfg.rho_minus is None:
-        return multiplicative_targets(cfg.rho_plus)
-    return cfg.rho_plus, cfg.rho_minus
-
-
-def mars_objective(cfg: Any) -> tuple[ObjectiveFn, tuple[float, float]]:
-    rho_plus, rho_minus = mars_targets(cfg)
-
-    def loss(logp: Tensor, logp_old: Tensor, adv: Tensor, mask: Tensor | None) -> Tensor:
-        return mars_loss(logp, logp_old, adv, rho_plus=rho_plus, rho_minus=rho_minus, mask=mask)
-
-    return loss, (rho_minus, rho_plus)
-
-
-ACTOR_OBJECTIVES: dict[str, Callable[[Any], tuple[ObjectiveFn, tuple[float, float]]]] = {
-    "clip": clip_objective,
-    "spo": spo_objective,
-    "mars": mars_objective,
-}
+from marlopt.optim import clip_and_step
 
 
 class RatioDiagnostics:
@@ -120,10 +64,8 @@ class SimultaneousRule(OnPolicyRule):
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        objective = self.cfg.objective  # type: ignore[attr-defined]
-        if objective not in ACTOR_OBJECTIVES:
-            raise ValueError(f"algo.objective: unknown {objective!r}; choose from {', '.join(ACTOR_OBJECTIVES)}")
-        self.objective, self.region = ACTOR_OBJECTIVES[objective](self.cfg)
+        self.objective = objective_fn(self.cfg)  # type: ignore[arg-type]
+        self.region = ratio_region(self.cfg)  # type: ignore[arg-type]
 
     def actor_regulariser(self) -> Tensor | float:
         """An extra term of the actor loss (GRASP's ``-κ <θ, u*>``); none here."""
@@ -137,7 +79,7 @@ class SimultaneousRule(OnPolicyRule):
             for mb in self.minibatches(chunks):
                 logp, entropy = self.evaluate_actions(mb)
                 mask = mb.active_mask
-                policy_loss = self.objective(logp, mb.logp, mb.advantages, mask)
+                policy_loss = self.objective(logp, mb.logp, mb.advantages, mask=mask)
                 # terms that are zero stay out of the autograd graph (BenchMARL's MAPPO: no entropy bonus)
                 loss = policy_loss
                 if self.cfg.entropy_coef:

@@ -85,6 +85,7 @@ from typing import Any
 import numpy as np
 
 from marlopt.envs.base import EnvSpec, MultiAgentEnv, StepResult
+from marlopt.envs.common import resolve_state_type
 
 # scenario -> default number of controlled left players (HARL / MAPPO / GRASP conventions)
 MAPS: dict[str, int] = {
@@ -106,7 +107,6 @@ MAPS: dict[str, int] = {
 
 REWARDS = ("scoring", "scoring,checkpoints")
 TEAM_REWARDS = ("sum", "mean", "first")
-STATE_TYPES = ("EP", "FP")
 N_ACTIONS = 19  # GRF's default action set
 OBS_DIM = 115
 # simple115v2 layout: [0:88] teams, [88:94] ball pos/dir, [94:97] ball owner, [97:108] active,
@@ -165,9 +165,7 @@ class GRFEnv(MultiAgentEnv):
             raise ValueError(f"unknown GRF rewards {rewards!r}; valid: {list(REWARDS)}")
         if team_reward not in TEAM_REWARDS:
             raise ValueError(f"unknown team_reward {team_reward!r}; valid: {list(TEAM_REWARDS)}")
-        state_type = "EP" if state_type is None else str(state_type).upper()
-        if state_type not in STATE_TYPES:
-            raise ValueError(f"unknown GRF state_type {state_type!r}; valid: {list(STATE_TYPES)}")
+        state_type = resolve_state_type(state_type, "GRF")
         if time_limit is not None and int(time_limit) < 1:
             raise ValueError(f"time_limit must be >= 1, got {time_limit}")
 

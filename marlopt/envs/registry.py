@@ -13,7 +13,7 @@ import importlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from marlopt.envs.base import MultiAgentEnv
+from marlopt.envs.base import MultiAgentEnv, VectorEnv
 
 ENV_MAKERS: dict[str, str] = {
     "mpe": "marlopt.envs.mpe:make",
@@ -45,8 +45,9 @@ def _resolve(env_name: str) -> Callable[..., MultiAgentEnv]:
 VECTOR_MAKERS: dict[str, str] = {"smax": "marlopt.envs.smax:make_vector"}
 
 
-def make_vector_env(env_name: str, map_name: str, options: Mapping[str, Any] | None, n_envs: int) -> Any:
-    """A batched vector env with ``VectorEnv``'s API (``env.vector=batched``), where the env has one."""
+def make_vector_env(env_name: str, map_name: str, options: Mapping[str, Any] | None, n_envs: int) -> VectorEnv:
+    """The env's natively batched ``VectorEnv`` (``env.vector=batched``), where it has one; the other
+    modes wrap single envs in ``marlopt.envs.vector.ProcessVectorEnv``."""
     import importlib
 
     if env_name not in VECTOR_MAKERS:

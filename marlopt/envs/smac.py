@@ -4,7 +4,7 @@
 
 - ``state_type``: ``"EP"`` (default; SMAC's own ``get_state()``, one row) or ``"FP"`` (the
   feature-pruned agent-specific state of the MAPPO reference, one row per agent, zero once the agent
-  is dead; see ``marlopt.envs._sc2_common.fp_state``). Set it with ``env.state_type=EP|FP``.
+  is dead; see ``marlopt.envs.sc2.fp_state.fp_state``). Set it with ``env.state_type=EP|FP``.
 - ``save_replay``: save a StarCraft II replay at the end of every episode (use it for evaluation
   runs; ``replay_dir``/``replay_prefix`` say where). ``StarCraftEnv.save_replay()`` saves one now.
 - ``stacked_frames``: concatenate the last ``k`` observations/states (the MAPPO reference's
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from marlopt.envs._sc2_common import (
+from marlopt.envs.sc2 import (
     SC2UnavailableError,
     StarCraftEnv,
     check_continuous,

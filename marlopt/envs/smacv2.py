@@ -10,7 +10,7 @@ start positions ``surrounded_and_reflect`` (p=0.5 on the 32x32 map), unit-specif
 attack ranges (``use_unit_ranges``, ``min_attack_range=2``), own position observed.
 
 Options: ``state_type`` (``EP`` default: the env's ``get_state()``; ``FP``: the agent-specific
-feature-pruned state, see ``marlopt.envs._sc2_common.fp_state``), ``save_replay``,
+feature-pruned state, see ``marlopt.envs.sc2.fp_state.fp_state``), ``save_replay``,
 ``stacked_frames`` (as for SMAC), ``capability_config`` (a dict deep-merged over the scenario's,
 e.g. ``{enemy_mask: {dist_type: mask, mask_probability: 0.5}}``), anything else goes to
 ``StarCraftCapabilityEnvWrapper``/``StarCraft2Env`` (``difficulty``, ``conic_fov``, ...).
@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from marlopt.envs._sc2_common import (
+from marlopt.envs.sc2 import (
     SC2UnavailableError,
     StarCraftEnv,
     check_continuous,

@@ -7,9 +7,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import torch
 from torch import Tensor, nn
 
@@ -60,21 +57,6 @@ class Actor(nn.Module):
                 [nn.Parameter(torch.full((spec.n_actions,), cfg.log_std_init)) for _ in range(head_groups)]
             )
         self.hidden_size = self.trunk.hidden_size
-        self._only: int | None = None
-
-    @contextmanager
-    def only_agent(self, agent: int) -> Iterator[None]:
-        """Within the block, inputs ``[..., 1, F]`` are agent ``agent``'s alone (per-agent weights)."""
-        grouped = [m for m in self.modules() if isinstance(m, GroupedModule)]
-        for m in grouped:
-            m.only = agent
-        self._only = agent
-        try:
-            yield
-        finally:
-            for m in grouped:
-                m.only = None
-            self._only = None
 
     # -- construction helpers -------------------------------------------------------------------
     def initial_hidden(self, batch: int, device: torch.device | str = "cpu") -> Tensor:
@@ -99,23 +81,36 @@ class Actor(nn.Module):
         return [*self.head.parameters(), *(self.log_std if self.continuous else [])]
 
     # -- forward passes -------------------------------------------------------------------------
-    def distribution(self, feats: Tensor, avail: Tensor | None) -> MaskedCategorical | DiagGaussian:
-        out = self.head.forward(feats)
+    #
+    # ``agent`` (evaluate, dist, features, distribution): the inputs hold agent ``agent`` alone,
+    # agent axis of size 1 (``obs[L, B, 1, O]``). Per-agent weights then run only that agent's slice
+    # (its trunk, head and log-std; a shared network appends its id): a sequential update (HAPPO)
+    # evaluates one agent at the cost of one agent, not of all N. ``None``: all N agents.
+
+    def distribution(
+        self, feats: Tensor, avail: Tensor | None, agent: int | None = None
+    ) -> MaskedCategorical | DiagGaussian:
+        out = self.head.forward(feats, agent)
         if self.continuous:
             if len(self.log_std) == 1:
                 log_std = self.log_std[0]
-            elif self._only is not None and feats.shape[-2] == 1:
-                log_std = self.log_std[self._only]
+            elif agent is not None:
+                log_std = self.log_std[agent]
             else:
                 log_std = torch.stack(tuple(self.log_std))
             return DiagGaussian(out, log_std, avail)
         return MaskedCategorical(out, avail)
 
-    def features(self, obs: Tensor, h: Tensor | None, starts: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    def features(
+        self, obs: Tensor, h: Tensor | None, starts: Tensor | None, agent: int | None = None
+    ) -> tuple[Tensor, Tensor | None]:
         """``obs[L, B, N, O] -> feats[L, B, N, F]``; the GRU starts from ``h[B, N, H]``."""
+        if agent is not None and obs.shape[-2] != 1:
+            raise ValueError(f"agent={agent} needs that agent's inputs alone, obs[..., 1, O]; got {tuple(obs.shape)}")
         if self.use_agent_id:
-            obs = with_agent_id(obs, self.n_agents, self._only if obs.shape[-2] == 1 else None)
-        return self.trunk.forward(obs, h, starts)  # no hooks here: skip nn.Module's call machinery
+            obs = with_agent_id(obs, self.n_agents, agent)
+        # no hooks here: skip nn.Module's call machinery
+        return self.trunk.forward(obs, h, starts, None, agent)
 
     def act(
         self, obs: Tensor, avail: Tensor | None, h: Tensor | None, deterministic: bool = False
@@ -133,13 +128,25 @@ class Actor(nn.Module):
         return actions, dist.log_prob(actions), h
 
     def evaluate(
-        self, obs: Tensor, avail: Tensor, actions: Tensor, h0: Tensor | None, starts: Tensor | None
+        self,
+        obs: Tensor,
+        avail: Tensor | None,
+        actions: Tensor,
+        h0: Tensor | None,
+        starts: Tensor | None,
+        agent: int | None = None,
     ) -> tuple[Tensor, Tensor]:
-        """Log-probabilities and entropies ``[L, B, N]`` of stored actions over chunks ``[L, B]``."""
-        dist = self.dist(obs, avail, h0, starts)
+        """Log-probabilities and entropies ``[L, B, N]`` of stored actions over chunks ``[L, B]``.
+
+        ``agent``: the inputs are agent ``agent``'s alone (``N = 1``); equal to column ``agent`` of
+        the evaluation of all agents.
+        """
+        dist = self.dist(obs, avail, h0, starts, agent)
         return dist.log_prob(actions), dist.entropy()
 
-    def dist(self, obs: Tensor, avail: Tensor, h0: Tensor | None, starts: Tensor | None) -> MaskedCategorical | DiagGaussian:
+    def dist(
+        self, obs: Tensor, avail: Tensor | None, h0: Tensor | None, starts: Tensor | None, agent: int | None = None
+    ) -> MaskedCategorical | DiagGaussian:
         """The action distribution over chunks ``[L, B, N]`` (for KL terms: HATRPO, MAGPO)."""
-        feats, _ = self.features(obs, h0, starts)
-        return self.distribution(feats, avail)
+        feats, _ = self.features(obs, h0, starts, agent)
+        return self.distribution(feats, avail, agent)

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 #: Logit given to unavailable actions. Finite (not -inf), so a row whose actions are all masked
-#: still gives finite log-probabilities instead of NaN (TRAPS.md: masking without NaNs).
+#: still gives finite log-probabilities instead of NaN (docs/algorithms/on_policy_machinery.md, "Masks").
 MASKED_LOGIT = -1e10
 
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
@@ -78,7 +78,8 @@ class DiagGaussian:
     """Diagonal Gaussian over ``mean[..., D]``; ``dims_mask`` marks real action dims.
 
     ``log π(a) = Σ_d m_d · (-(a_d - μ_d)² / (2σ_d²) - log σ_d - ½ log 2π)`` — the product over
-    action dimensions ("action aggregation = prod", EQUATIONS.md), over real dims only.
+    action dimensions ("action aggregation = prod", HARL paper Table 4;
+    docs/algorithms/on_policy_machinery.md), over real dims only.
     """
 
     def __init__(self, mean: Tensor, log_std: Tensor, dims_mask: Tensor | None):

@@ -11,32 +11,29 @@ can address one agent's parameters directly (:meth:`group_parameters`).
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from marlopt.optim import tanh_
+
 
 class GroupedModule(nn.Module):
     """A module whose parameters are split into ``groups`` equal per-agent sets.
 
-    ``only`` (set through :meth:`marlopt.models.Actor.only_agent`) makes a per-agent layer apply
-    group ``only``'s weights to an input holding that single agent (``x[..., 1, F]``): sequential
-    updates (HAPPO) then evaluate one agent at the cost of one agent, not of all N.
+    ``forward(x, ..., group=i)`` applies group ``i``'s weights to an input holding that single
+    agent (``x[..., 1, F]``): sequential updates (HAPPO) then evaluate one agent at the cost of one
+    agent, not of all N. ``group`` is ignored by a shared layer (``groups == 1``).
     """
 
     groups: int
-    only: int | None = None
 
-    def _pick(self, params: nn.Parameter | nn.ParameterList, x: Tensor) -> Tensor:
-        """The weights for input ``x[..., n, F]``: shared, one agent's, or all stacked."""
-        if self.groups == 1:
-            return params  # type: ignore[return-value]
-        if self.only is not None and x.shape[-2] == 1:
-            return params[self.only]  # type: ignore[index]
-        return _stack(params)  # type: ignore[arg-type]
-
+    def _one(self, params: nn.ParameterList, x: Tensor, group: int) -> Tensor:
+        """Group ``group``'s weights for ``x[..., 1, F]``, the input of that agent alone."""
+        if x.shape[-2] != 1:
+            raise ValueError(f"group={group} needs one agent's input x[..., 1, F], got x of shape {tuple(x.shape)}")
+        return params[group]  # type: ignore[return-value]
 
     def group_parameters(self, group: int) -> list[nn.Parameter]:
         """The parameters that belong to agent group ``group`` (for per-agent optimisers)."""
@@ -75,11 +72,12 @@ class GroupedLinear(GroupedModule):
         self.weight = _grouped(weights)
         self.bias = _grouped([torch.zeros(out_features) for _ in range(groups)])
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, group: int | None = None) -> Tensor:
+        """``group``: ``x[..., 1, in]`` is agent ``group``'s input alone (its weights only)."""
         if self.groups == 1:  # the rollout's path: as few Python steps as possible
             return F.linear(x, self.weight, self.bias)  # type: ignore[arg-type]
-        if self.only is not None and x.shape[-2] == 1:
-            return F.linear(x, self._pick(self.weight, x), self._pick(self.bias, x))
+        if group is not None:
+            return F.linear(x, self._one(self.weight, x, group), self.bias[group])  # type: ignore[index]
         n = x.shape[-2]
         lead = x.shape[:-2]
         xs = x.reshape(-1, n, self.in_features).transpose(0, 1)  # [N, B, in]
@@ -96,11 +94,13 @@ class GroupedLayerNorm(GroupedModule):
         self.weight = _grouped([torch.ones(features) for _ in range(groups)])
         self.bias = _grouped([torch.zeros(features) for _ in range(groups)])
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, group: int | None = None) -> Tensor:
+        """``group``: ``x[..., 1, F]`` is agent ``group``'s input alone (its weights only)."""
         if self.groups == 1:
             return F.layer_norm(x, (self.features,), self.weight, self.bias, self.eps)  # type: ignore[arg-type]
-        if self.only is not None and x.shape[-2] == 1:
-            return F.layer_norm(x, (self.features,), self._pick(self.weight, x), self._pick(self.bias, x), self.eps)
+        if group is not None:
+            weight, bias = self._one(self.weight, x, group), self.bias[group]  # type: ignore[index]
+            return F.layer_norm(x, (self.features,), weight, bias, self.eps)
         return F.layer_norm(x, (self.features,), None, None, self.eps) * _stack(self.weight) + _stack(self.bias)
 
 
@@ -117,9 +117,9 @@ class GroupedGRUCell(GroupedModule):
         self.input_map = GroupedLinear(groups, in_features, 3 * hidden, gain=1.0)
         self.hidden_map = GroupedLinear(groups, hidden, 3 * hidden, gain=1.0)
 
-    def step(self, gates_x: Tensor, h: Tensor) -> Tensor:
+    def step(self, gates_x: Tensor, h: Tensor, group: int | None = None) -> Tensor:
         """One step given the precomputed input gates ``x W_i + b_i``."""
-        gates_h = self.hidden_map.forward(h)
+        gates_h = self.hidden_map.forward(h, group)
         xr, xz, xn = gates_x.chunk(3, dim=-1)
         hr, hz, hn = gates_h.chunk(3, dim=-1)
         r = torch.sigmoid(xr + hr)
@@ -127,69 +127,25 @@ class GroupedGRUCell(GroupedModule):
         n = tanh_(xn + r * hn)
         return n + z * (h - n)
 
-    def forward(self, x: Tensor, h: Tensor, starts: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, x: Tensor, h: Tensor, starts: Tensor | None = None, group: int | None = None
+    ) -> tuple[Tensor, Tensor]:
         """Run over a sequence.
 
         x: ``[L, B, N, in]``; h: ``[B, N, H]`` (state before step 0); starts: ``[L, B, N]`` or
         ``[L, B, 1]``, 1 where an episode starts at that step (the hidden state is zeroed *before*
-        the step, so a chunk never carries memory across an episode boundary).
+        the step, so a chunk never carries memory across an episode boundary); group: ``N = 1``
+        and the input is agent ``group``'s alone (its weights only).
         Returns outputs ``[L, B, N, H]`` and the final hidden state.
         """
-        gates_x = self.input_map.forward(x)
+        gates_x = self.input_map.forward(x, group)
         outs = []
         for t in range(x.shape[0]):
             if starts is not None:
                 h = h * (1.0 - starts[t].unsqueeze(-1))
-            h = self.step(gates_x[t], h)
+            h = self.step(gates_x[t], h, group)
             outs.append(h)
         return torch.stack(outs), h
-
-
-#: Below this many elements ``tanh_`` calls ``torch.tanh_`` directly (one op beats four small ones).
-_FAST_TANH_MIN_NUMEL = 16384
-
-
-def _tanh_via_sigmoid_(x: Tensor) -> Tensor:
-    """``tanh(x) = 2 σ(2x) - 1``, computed in place in ``x``.
-
-    The last step is ``lerp(s, 1, -1) = s - (1 - s)``: one pass over memory instead of two.
-    """
-    return x.mul_(2.0).sigmoid_().lerp_(torch.ones((), dtype=x.dtype), -1.0)
-
-
-class _SigmoidTanh_(torch.autograd.Function):
-    """:func:`_tanh_via_sigmoid_` forward (in place), ``tanh_backward`` (``g (1 - y²)``) backward."""
-
-    @staticmethod
-    def forward(ctx: Any, x: Tensor) -> Tensor:
-        ctx.mark_dirty(x)
-        y = _tanh_via_sigmoid_(x)
-        ctx.save_for_backward(y)
-        return y
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> Tensor:
-        (y,) = ctx.saved_tensors
-        return torch.ops.aten.tanh_backward(grad, y)
-
-
-def tanh_(x: Tensor) -> Tensor:
-    """``tanh``, in place, fast on large CPU tensors. For fresh intermediates only (a layer's output).
-
-    PyTorch's CPU ``tanh`` kernel runs at ~2–3 ns per element on this project's AVX2 build machines,
-    3–4× slower than its ``sigmoid``; a Tanh MLP's update spends ~20% of its time there (profiled
-    with BenchMARL's MAPPO settings). On large CPU tensors this computes ``2 σ(2x) - 1`` instead
-    (absolute error ≤ 2e-7, vs. 3e-8 for ``torch.tanh``; the backward is ``torch``'s own
-    ``tanh_backward``), in place: three passes over memory that is already in cache, where an
-    out-of-place version allocated two fresh buffers (measured 850–920 → 310–345 µs on a
-    ``[1200, 256]`` layer output). Small tensors (rollout inference) and other devices use
-    ``torch.tanh_``. Autograd checks the in-place use: a tensor that backward still needs raises.
-    """
-    if x.device.type != "cpu" or x.numel() < _FAST_TANH_MIN_NUMEL:
-        return x.tanh_()
-    if torch.is_grad_enabled() and x.requires_grad:
-        return _SigmoidTanh_.apply(x)
-    return _tanh_via_sigmoid_(x)
 
 
 #: Activations applied *in place* to a layer's fresh output (``Trunk``).

@@ -41,9 +41,18 @@ class Trunk(nn.Module):
         self.out_features = width
 
     def forward(
-        self, x: Tensor, h: Tensor | None, starts: Tensor | None, hidden_sequence: list[Tensor] | None = None
+        self,
+        x: Tensor,
+        h: Tensor | None,
+        starts: Tensor | None,
+        hidden_sequence: list[Tensor] | None = None,
+        group: int | None = None,
     ) -> tuple[Tensor, Tensor | None]:
-        """``hidden_sequence`` (a list to fill): receives the GRU state after every step ``[L, B, N, H]``."""
+        """``hidden_sequence`` (a list to fill): receives the GRU state after every step ``[L, B, N, H]``.
+
+        ``group``: ``x[..., 1, in]`` holds agent ``group`` alone; per-agent layers apply only that
+        agent's weights (sequential updates). Shared layers (``groups == 1``) ignore it.
+        """
         # layers' forward() called directly: rollouts run this every env step, and the generic
         # nn.Module call machinery costs more than the arithmetic of these small layers
         lead = x.shape[:-1]
@@ -52,17 +61,17 @@ class Trunk(nn.Module):
             # and the in-place activation stays cheap in backward (in place on a view is not)
             x = x.reshape(-1, x.shape[-1])
         if self.input_norm is not None:
-            x = self.input_norm.forward(x)
+            x = self.input_norm.forward(x, group)
         act = self.act
         for linear, norm in self._layers:
-            x = act(linear.forward(x))  # in place on the layer's fresh output
+            x = act(linear.forward(x, group))  # in place on the layer's fresh output
             if norm is not None:
-                x = norm.forward(x)
+                x = norm.forward(x, group)
         x = x.reshape(*lead, x.shape[-1])
         if not self.recurrent:
             return x, h
         assert h is not None, "a recurrent trunk needs its hidden state"
-        out, h = self.gru(x, h, starts)
+        out, h = self.gru(x, h, starts, group)
         if hidden_sequence is not None:
             hidden_sequence.append(out)  # the GRU's outputs are its states
-        return self.gru_norm(out), h
+        return self.gru_norm(out, group), h

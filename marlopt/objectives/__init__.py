@@ -31,14 +31,11 @@ from marlopt.objectives.grasp import (
     min_norm_coefficients_from_gram,
 )
 from marlopt.objectives.trpo import (
-    LineSearchResult,
-    backtracking_line_search,
     conjugate_gradient,
     fisher_vector_product,
     flat_grad,
     flat_params,
     make_fisher_vector_product,
-    set_flat_params_,
     trpo_step_size,
 )
 
@@ -76,14 +73,11 @@ __all__ = [
     "kkt_residual",
     "grasp_qmix_scales",
     "grasp_qmix_directions",
-    # HATRPO pieces
+    # HATRPO's pure pieces (the line search, which writes parameters: marlopt.algos.trust_region)
     "flat_grad",
     "flat_params",
-    "set_flat_params_",
     "conjugate_gradient",
     "make_fisher_vector_product",
     "fisher_vector_product",
     "trpo_step_size",
-    "backtracking_line_search",
-    "LineSearchResult",
 ]

@@ -4,7 +4,8 @@ Masks follow one convention everywhere in :mod:`marlopt.objectives`: ``mask`` is
 the per-sample tensor, a nonzero (``1`` / ``True``) entry counts, a zero entry does not, and a mean
 is taken over the counted elements only. Float masks act as weights (``sum(w x) / sum(w)``).
 Masked-out entries are *selected away* (``torch.where``), never multiplied by zero, so padding that
-holds ``inf`` or ``NaN`` cannot leak into the value of a loss.
+holds ``inf`` or ``NaN`` cannot leak into the value of a loss (docs/algorithms/on_policy_machinery.md,
+"Masks").
 """
 
 from __future__ import annotations

@@ -1,20 +1,21 @@
 """GRASP: gradient realignment via the min-norm consensus direction.
 
-GRASP paper, section 3.2.2 (and EQUATIONS.md, section "GRASP"). With ``g_i`` the local policy
-gradient of agent ``i`` (rows of ``grads[n, p]``), the consensus direction is the minimum-norm
-point of the convex hull of the local gradients:
+GRASP paper, section 3.2.2, Eqs. (4)-(5), and Proposition 3.7, Eq. (13) (docs/algorithms/grasp.md).
+With ``g_i`` the local policy gradient of agent ``i`` (rows of ``grads[n, p]``), the consensus
+direction is the minimum-norm point of the convex hull of the local gradients:
 
     c* = argmin_{c in simplex}  1/2 || sum_i c_i g_i ||^2 = argmin_{c in simplex} 1/2 c^T P c,
     u* = sum_i c*_i g_i = c* @ grads,                           P_ij = g_i . g_j  (Gram matrix).
 
 Its KKT conditions (multiplier ``lambda = c*^T P c* = ||u*||^2``) give the Pareto-improvement
-property of the paper's Condition 3.4:
+property of the paper's Condition 3.4 (its App. F, Eqs. (30)-(36)):
 
     g_j . u*  >=  ||u*||^2  >=  0   for every agent j,   with equality where c*_j > 0.
 
 ``u*`` is unique (projection of 0 onto a convex set) and continuous in the gradients; ``c*`` is
 unique when the gradients are affinely independent, otherwise any optimal ``c`` represents the
-same ``u*``. The PPO update then ascends ``J_clip(theta) + kappa <theta, u*>`` (u* held constant).
+same ``u*``. The PPO update then ascends ``J_clip(theta) + kappa <theta, u*>`` (u* held constant;
+the paper's Eqs. (8) and (12) with ``kappa = 1``).
 
 Solver. ``min_norm_coefficients`` forms ``P`` where the gradients live (one ``n x n`` matmul on the
 gradients' device), moves only ``P`` to the CPU in float64, normalises it by its largest diagonal
@@ -31,7 +32,7 @@ affinely independent it is warm-started from a support guess (the whole set, shr
 points with positive weight in its affine minimiser until that minimiser lies in the hull: one
 to three solves usually suffice); otherwise from the vertex of the shortest gradient; ``n = 2`` uses the closed form
 ``c_1 = clip((g_2 - g_1) . g_2 / ||g_1 - g_2||^2, 0, 1)``. Cost: one ``n x n`` Gram matrix plus
-one small LAPACK solve per active-set change (well under a millisecond for ``n <= 30``).
+one small LAPACK solve per active-set change (fast on CPU; docs/benchmarks.md).
 
 Non-unique ``c*`` (affinely dependent gradients): the returned ``c`` is the one Wolfe's
 algorithm reaches from that deterministic start. In particular for identical gradients and for

@@ -1,5 +1,6 @@
-"""HAPPO and HAA2C per-agent losses of the sequential update (EQUATIONS.md "HAPPO / HATRPO / HAA2C";
-harl.txt). HATRPO's trust-region step lives in ``trpo.py``.
+"""HAPPO and HAA2C per-agent losses of the sequential update (HARL paper, Zhong et al., Sec. 3.2.2
+and 3.5.1; docs/algorithms/happo.md, docs/algorithms/haa2c.md). HATRPO's trust-region step:
+docs/algorithms/hatrpo.md.
 
 In the sequential scheme agent ``i_m`` is trained on ``M_m = factor * A`` where ``factor`` is the
 product of the already-updated agents' new/old ratios ``prod_{j<m} pi_new^{i_j} / pi_old^{i_j}``.
@@ -24,7 +25,8 @@ def happo_loss(
     clip: float = 0.2,
     mask: Tensor | None = None,
 ) -> Tensor:
-    """HAPPO loss (to minimise) for the agent currently being updated:
+    """HAPPO loss (to minimise) for the agent currently being updated, HARL paper Eq. (11)
+    (docs/algorithms/happo.md):
 
     ``L = -mean_mask[ min(r M, clip(r, 1 - eps, 1 + eps) M) ]``, ``M = factor * A``,
 
@@ -48,7 +50,8 @@ def a2c_loss(
     factor: Tensor | None = None,
     mask: Tensor | None = None,
 ) -> Tensor:
-    """HAA2C loss (to minimise): ``L = -mean_mask[ r M ]``, ``M = factor * A`` (no clip).
+    """HAA2C loss (to minimise), HARL paper Eq. (13) (docs/algorithms/haa2c.md):
+    ``L = -mean_mask[ r M ]``, ``M = factor * A`` (no clip).
 
     ``factor`` (detached) defaults to 1. Its gradient w.r.t. ``logp`` equals the vanilla policy
     gradient ``-M`` at ``r = 1``. Log-ratio clamped to ``+-20`` (gradient straight through).

@@ -1,19 +1,22 @@
-"""MARS: multi-agent ratio symmetry (EQUATIONS.md "MARS"; mars.txt Sec. 3, App. B).
+"""MARS: multi-agent ratio symmetry (MARS paper, "Rethinking Ratio-Based Trust Regions for Policy
+Optimization in Multi-Agent Reinforcement Learning", Sec. 3.2 and App. B; docs/algorithms/mars.md).
 
 The penalty is MASPO's ``(r - 1)^2`` symmetrised geometrically under ``r -> 1/r``:
 
     ``P(r) = sqrt((r - 1)^2 (1/r - 1)^2) = (r - 1)^2 / r = r + 1/r - 2``
 
-(zero at ``r = 1``, ``P(r) = P(1/r)``, ``P -> inf`` as ``r -> 0``). The per-sample surrogate is
+(MARS paper Eq. (7), App. B.2; zero at ``r = 1``, ``P(r) = P(1/r)``, ``P -> inf`` as ``r -> 0``).
+The per-sample surrogate (Eqs. (9)-(10)) is
 ``J = r A - lambda P(r)`` with ``dJ/dr = A - lambda (1 - 1/r^2)``; the weight
 ``lambda = A rho^2 / (rho^2 - 1)``, ``rho = rho_plus if A > 0 else rho_minus``, puts the stationary
-point of ``J`` exactly at ``r = rho`` (mars.txt Eq. 11 / App. B.5).
+point of ``J`` exactly at ``r = rho`` (MARS paper Eq. (11); App. B.5, Eqs. (34)-(41)).
 
 Target parameterisations (all selectable):
 - independent ``rho_plus > 1``, ``rho_minus in (0, 1)`` (MARS);
 - multiplicatively symmetric ``rho_minus = 1 / rho_plus`` (``rho_minus=None``, or
   :func:`multiplicative_targets`), the default ``rho_plus = 1.2``;
 - additively symmetric ``rho_+- = 1 +- eps`` (:func:`additive_targets`).
+(MARS paper App. D.3.2; which config selects which: docs/algorithms/mars.md.)
 """
 
 from __future__ import annotations
@@ -51,13 +54,15 @@ def multiplicative_targets(rho_plus: float) -> tuple[float, float]:
 
 
 def mars_penalty(r: Tensor) -> Tensor:
-    """The MARS penalty ``P(r) = (r - 1)^2 / r = r + 1/r - 2`` (elementwise, ``r > 0``)."""
+    """The MARS penalty ``P(r) = (r - 1)^2 / r = r + 1/r - 2`` (MARS paper Eq. (7); elementwise,
+    ``r > 0``)."""
     return (r - 1.0) ** 2 / r
 
 
 def mars_weight(adv: Tensor, rho_plus: float = 1.2, rho_minus: float | None = None) -> Tensor:
     """Target-aligned penalty weight ``lambda = A rho^2 / (rho^2 - 1)``, ``rho = rho_plus if A > 0
-    else rho_minus`` (``>= 0`` everywhere, exactly ``0`` where ``A = 0``; both branches finite)."""
+    else rho_minus`` (MARS paper Eq. (11); ``>= 0`` everywhere, exactly ``0`` where ``A = 0``; both
+    branches finite)."""
     rho_plus, rho_minus = _validate_targets(rho_plus, rho_minus, "mars_weight")
     k_plus = rho_plus**2 / (rho_plus**2 - 1.0)
     k_minus = rho_minus**2 / (rho_minus**2 - 1.0)  # negative; times A < 0 gives lambda > 0
@@ -72,7 +77,7 @@ def mars_loss(
     rho_minus: float | None = None,
     mask: Tensor | None = None,
 ) -> Tensor:
-    """MARS loss (to minimise), mars.txt Eq. 12:
+    """MARS loss (to minimise), MARS paper Eq. (12) (docs/algorithms/mars.md):
 
     ``L = -mean_mask[ r A - lambda (r + 1/r - 2) ]``, ``lambda = A rho^2 / (rho^2 - 1)``,
     ``rho = rho_plus if A > 0 else rho_minus``, ``r = exp(logp - logp_old)``.
@@ -97,3 +102,12 @@ def mars_loss(
     lam = mars_weight(adv, rho_plus, rho_minus)
     penalty = 4.0 * torch.sinh(0.5 * log_r) ** 2
     return -masked_mean(r * adv - lam * penalty, mask)
+
+
+def mars_region(rho_plus: float = 1.2, rho_minus: float | None = None) -> tuple[float, float]:
+    """The targets of :func:`mars_loss` as a ratio region ``[rho_minus, rho_plus]``."""
+    rho_plus, rho_minus = _validate_targets(rho_plus, rho_minus, "mars_region")
+    return rho_minus, rho_plus
+
+
+mars_loss.ratio_region = mars_region  # type: ignore[attr-defined]  # read by ratio/frac_outside

@@ -1,5 +1,5 @@
-"""MAPPO's clipped surrogate (EQUATIONS.md, "MAPPO (clip)"; asymmetric ablation: "MARS", mars.txt
-App. D.3.2) and the ratio diagnostics the MARS paper's analysis is built on.
+"""MAPPO's clipped surrogate (docs/algorithms/mappo.md; asymmetric ablation: MARS paper App. D.3.2)
+and the ratio diagnostics the MARS paper's analysis is built on (its Sec. 4.3).
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ def ppo_clip_loss(
 
     ``L = -mean_mask[ min(r A, clip(r, 1 - eps_low, 1 + eps_high) A) ]``, ``r = exp(logp - logp_old)``.
 
-    With ``clip_low = clip_high = clip`` (the default) this is MAPPO (EQUATIONS.md "MAPPO (clip)");
+    With ``clip_low = clip_high = clip`` (the default) this is MAPPO (MARS paper Eq. (2), GRASP paper
+    Eq. (6); docs/algorithms/mappo.md);
     independent ``clip_low`` / ``clip_high`` give the MARS paper's asymmetric-MAPPO ablation
     (clip to ``[1 - eps_low, 1 + eps_high]``). The gradient w.r.t. ``logp`` is exactly zero for a
     sample that crossed the boundary in its advantage-improving direction (``A > 0, r > 1 + eps_high``
@@ -102,3 +103,11 @@ def ratio_diagnostics(
         [log_ratio_extremes(lr, counted).exp(), torch.stack([masked_mean(outside, w), masked_mean((r - 1.0) - lr, w)])]
     ).tolist()
     return dict(zip(("ratio_max", "ratio_min", "ratio_frac_outside", "approx_kl"), stats))
+
+
+def ppo_clip_region(clip: float = 0.2, clip_low: float | None = None, clip_high: float | None = None) -> tuple[float, float]:
+    """The ratio region ``[1 - clip_low, 1 + clip_high]`` of :func:`ppo_clip_loss` with these arguments."""
+    return _clip_bounds(clip, clip_low, clip_high)
+
+
+ppo_clip_loss.ratio_region = ppo_clip_region  # type: ignore[attr-defined]  # read by ratio/frac_outside

@@ -1,5 +1,5 @@
-"""MASPO: simple policy optimisation applied per agent (EQUATIONS.md "MASPO"), and the MARS
-paper's asymmetric-MASPO ablation (mars.txt App. D.3.2).
+"""MASPO: simple policy optimisation applied per agent (as restated in the MARS paper, Eq. (3) and
+Sec. 3.1.2), and the MARS paper's asymmetric-MASPO ablation (its App. D.3.2); docs/algorithms/maspo.md.
 """
 
 from __future__ import annotations
@@ -26,11 +26,11 @@ def spo_loss(
 ) -> Tensor:
     """MASPO loss (to minimise).
 
-    Symmetric (default, EQUATIONS.md "MASPO"):
+    Symmetric (default; MARS paper Eq. (3)):
         ``L = -mean_mask[ r A - |A| / (2 eps) * (r - 1)^2 ]``,
     whose per-sample optimum (``dJ/dr = A - |A| (r - 1) / eps = 0``) is ``r = 1 + eps sign(A)``.
 
-    Asymmetric (MARS paper ablation), when ``rho_plus`` and/or ``rho_minus`` are given:
+    Asymmetric (MARS paper ablation, App. D.3.2), when ``rho_plus`` and/or ``rho_minus`` are given:
         ``L = -mean_mask[ r A - |A| / (2 |rho - 1|) * (r - 1)^2 ]``, ``rho = rho_plus if A > 0 else rho_minus``,
     so the per-sample optimum sits at ``r = rho``. A missing one of the two defaults to
     ``1 + eps`` / ``1 - eps``. Samples with ``A = 0`` contribute nothing.
@@ -62,3 +62,12 @@ def spo_loss(
         coef = torch.where(adv > 0, adv / (2.0 * width_plus), -adv / (2.0 * width_minus))
     surrogate = r * adv - coef * (r - 1.0) ** 2
     return -masked_mean(surrogate, mask)
+
+
+def spo_region(eps: float = 0.2, rho_plus: float | None = None, rho_minus: float | None = None) -> tuple[float, float]:
+    """Where :func:`spo_loss` puts its per-sample optima: ``[rho_minus, rho_plus]``, each
+    defaulting to ``1 -+ eps``."""
+    return (1.0 - eps if rho_minus is None else rho_minus), (1.0 + eps if rho_plus is None else rho_plus)
+
+
+spo_loss.ratio_region = spo_region  # type: ignore[attr-defined]  # read by ratio/frac_outside

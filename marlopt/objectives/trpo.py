@@ -1,8 +1,8 @@
-"""HATRPO's pure pieces: flat parameters/gradients, conjugate gradient, Fisher-vector products,
-the trust-region step size and the backtracking line search.
+"""HATRPO's pure pieces: flat parameters/gradients, conjugate gradient, Fisher-vector products and
+the trust-region step size.
 
 The HATRPO update of agent ``i_m`` (HARL paper, eq. 8 and Algorithm 3 in appendix C.3; see also
-EQUATIONS.md, "HAPPO / HATRPO / HAA2C"):
+docs/algorithms/hatrpo.md):
 
     g = grad_theta mean(r M)  at theta_old         (M: the sequential advantage factor x A)
     H = Hessian of mean KL(pi_old(.|o) || pi_theta(.|o)) at theta_old   (the Fisher matrix)
@@ -15,9 +15,10 @@ accepting the first ``j`` with mean KL <= delta, actual improvement > 0 and
 improvement / (alpha^j * expected improvement) > accept_ratio (0.5), where the expected
 improvement of the full step is ``g . (beta x)``; if none is accepted, ``theta_old`` is kept.
 
-Nothing here owns a module or an optimiser: ``params`` is any list of tensors (e.g.
-``list(actor.parameters())``); the caller builds the surrogate and KL with its own policy.
-Typical use::
+Nothing here owns a module or an optimiser or writes a parameter: ``params`` is any list of
+tensors (e.g. ``list(actor.parameters())``), only read; the caller builds the surrogate and KL with
+its own policy. The backtracking line search, which writes the candidate parameters, is
+:func:`marlopt.algos.trust_region.backtracking_line_search`. Typical use::
 
     params = list(actor.parameters())
     g = flat_grad(surrogate, params, retain_graph=True)          # surrogate = mean(r * M)
@@ -27,7 +28,7 @@ Typical use::
     beta = trpo_step_size(x, Hx, kl_threshold)
     full_step = beta * x
     old = flat_params(params)
-    result = backtracking_line_search(params, old, full_step, float(g @ full_step),
+    result = backtracking_line_search(params, old, full_step, float(g @ full_step),  # algos.trust_region
                                       evaluate, kl_threshold)
 """
 
@@ -35,7 +36,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
-from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -43,13 +43,10 @@ from torch import Tensor
 __all__ = [
     "flat_grad",
     "flat_params",
-    "set_flat_params_",
     "conjugate_gradient",
     "make_fisher_vector_product",
     "fisher_vector_product",
     "trpo_step_size",
-    "LineSearchResult",
-    "backtracking_line_search",
 ]
 
 
@@ -87,23 +84,9 @@ def flat_grad(
 
 
 def flat_params(params: Iterable[Tensor]) -> Tensor:
-    """A detached copy of ``params`` flattened and concatenated (always a new tensor)."""
+    """A detached copy of ``params`` flattened and concatenated (always a new tensor; written back
+    by :func:`marlopt.algos.trust_region.set_flat_params_`)."""
     return torch.cat([p.detach().reshape(-1) for p in _as_list(params)])
-
-
-def set_flat_params_(params: Iterable[Tensor], flat: Tensor) -> None:
-    """Copy ``flat`` (as produced by ``flat_params``) into ``params`` in place (no autograd).
-    Values are copied exactly (``copy_``, casting to each parameter's dtype)."""
-    params = _as_list(params)
-    total = sum(p.numel() for p in params)
-    if flat.numel() != total:
-        raise ValueError(f"flat has {flat.numel()} elements, params have {total}")
-    offset = 0
-    with torch.no_grad():
-        for p in params:
-            k = p.numel()
-            p.copy_(flat[offset : offset + k].view_as(p))
-            offset += k
 
 
 def conjugate_gradient(
@@ -196,74 +179,3 @@ def trpo_step_size(x: Tensor, Hx: Tensor, kl_threshold: float) -> float:
     if not (shs > 0.0 and math.isfinite(shs)):
         return 0.0
     return math.sqrt(2.0 * kl_threshold / shs)
-
-
-class LineSearchResult(NamedTuple):
-    """Outcome of ``backtracking_line_search``.
-
-    accepted: whether a step was accepted (else the parameters were restored to ``old_flat``).
-    step_fraction: ``backtrack_coeff ** j`` of the accepted step, 0.0 if none.
-    kl, improvement: mean KL and surrogate improvement of the accepted step; 0.0 if none (the
-        parameters are then ``theta_old``).
-    iterations: number of candidate steps evaluated.
-    last_kl, last_improvement: values of the last candidate evaluated (diagnostics; NaN if none
-        was evaluated).
-    """
-
-    accepted: bool
-    step_fraction: float
-    kl: float
-    improvement: float
-    iterations: int
-    last_kl: float = math.nan
-    last_improvement: float = math.nan
-
-
-def backtracking_line_search(
-    params: Iterable[Tensor],
-    old_flat: Tensor,
-    full_step: Tensor,
-    expected_improve_rate: float,
-    evaluate: Callable[[], tuple[float, float]],
-    kl_threshold: float,
-    accept_ratio: float = 0.5,
-    backtrack_coeff: float = 0.8,
-    max_backtracks: int = 10,
-) -> LineSearchResult:
-    """HATRPO/TRPO backtracking line search on ``theta = theta_old + coeff^j * full_step``.
-
-    For ``j = 0 .. max_backtracks - 1``: set ``params`` to ``old_flat + coeff^j * full_step``,
-    call ``evaluate() -> (improvement, kl)`` (``improvement`` = new surrogate - old surrogate,
-    to be maximised; ``kl`` = mean ``KL(pi_old || pi_new)``; floats or 0-d tensors; called under
-    ``torch.no_grad()``) and accept the first step with
-
-        kl <= kl_threshold  and  improvement > 0  and
-        improvement / (expected_improve_rate * coeff^j) > accept_ratio,
-
-    where ``expected_improve_rate = g . full_step`` is the first-order improvement predicted
-    for the full step (a non-positive or non-finite expectation never accepts; NaN values never
-    accept). The accepted parameters are left in ``params``. If no step is accepted, ``params``
-    are restored bit-identically to ``old_flat`` (its values are copied back, not recomputed as
-    ``old + 0 * step``) and ``accepted=False`` is reported (HARL: "keep theta_old").
-    """
-    params = _as_list(params)
-    expected = float(expected_improve_rate)
-    last_kl = last_imp = math.nan
-    fraction = 1.0
-    for j in range(max_backtracks):
-        with torch.no_grad():
-            set_flat_params_(params, old_flat + fraction * full_step)
-            improvement, kl = evaluate()
-        improvement, kl = float(improvement), float(kl)
-        last_kl, last_imp = kl, improvement
-        expected_j = expected * fraction
-        ratio_ok = (
-            expected_j > 0.0
-            and math.isfinite(expected_j)
-            and improvement / expected_j > accept_ratio
-        )
-        if kl <= kl_threshold and improvement > 0.0 and ratio_ok:
-            return LineSearchResult(True, fraction, kl, improvement, j + 1, kl, improvement)
-        fraction *= backtrack_coeff
-    set_flat_params_(params, old_flat)
-    return LineSearchResult(False, 0.0, 0.0, 0.0, max(max_backtracks, 0), last_kl, last_imp)

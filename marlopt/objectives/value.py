@@ -1,9 +1,9 @@
-"""The clipped value loss of MAPPO / HARL (EQUATIONS.md "Shared on-policy machinery").
+"""The clipped value loss of MAPPO / HARL (docs/algorithms/on_policy_machinery.md, "Value loss").
 
 Everything here lives in the critic's output space: with a :class:`marlopt.returns.ValueNorm`
 that is the *normalised* space, so ``values``, ``values_old`` and ``returns`` must all be
-normalised (``returns = value_norm.normalize(R)``), and the clip width applies there (TRAPS.md,
-Mava PR#805).
+normalised (``returns = value_norm.normalize(R)``), and the clip width applies there
+(docs/algorithms/on_policy_machinery.md; Mava PR#805).
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ def value_loss(
     huber_delta: float | None = 10.0,
     mask: Tensor | None = None,
 ) -> Tensor:
-    """Clipped value loss (to minimise), MAPPO convention:
+    """Clipped value loss (to minimise), MAPPO convention (GRASP paper Eq. (9) with the square;
+    Huber and its width from HARL paper Table 4):
 
     ``V_clip = V_old + clip(V - V_old, -eps, eps)``,
     ``L = mean_mask[ max( l(V - R), l(V_clip - R) ) ]``,

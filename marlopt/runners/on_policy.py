@@ -1,22 +1,23 @@
-"""The shared on-policy runner: collect ``T`` steps from ``E`` envs, hand the batch to the rule.
+"""The on-policy runner: collect ``T`` steps from ``E`` envs, hand the batch to the update rule.
 
 One iteration::
 
-    for t in 0..T-1:  act (rollout actor) → env step → store; zero hidden states of finished episodes
-    V(s_t) for all t in one batched critic pass, V(final state) for time-limit truncations,
-    bootstrap values → rule.update(batch) (GAE, ValueNorm, the algorithm's objective) → log,
-    evaluate, checkpoint
+    for t in 0..T-1:  act (the rule's rollout actor) → env step → store; zero hidden states of
+                      finished episodes
+    rule.estimate_values(batch, …)   values, critic states and time-limit bootstraps, one pass
+    rule.update(batch)               GAE, ValueNorm, the algorithm's objective → log, evaluate,
+                                     checkpoint
 
-Rollout inference runs on the CPU even when training on CUDA: per-step inference for a few
-envs is launch-bound on a GPU (measured ≈340 µs/step for 80 agents, slower than the CPU), while
-the update is ~15× faster there. So with ``device=cuda`` the runner keeps CPU copies of the
-rollout actor and critic, refreshed after every update, and moves the finished batch to the GPU.
+The runner knows the acting policy, the envs and the buffer; everything about values and
+learning belongs to the rule. Rollout inference runs on the CPU even when training on CUDA
+(per-step inference for a few envs is launch-bound on a GPU; docs/benchmarks.md): with
+``device=cuda`` the runner keeps a CPU copy of the rollout actor, refreshed after every update,
+and moves the finished batch to the GPU.
 """
 
 from __future__ import annotations
 
 import copy
-import os
 import signal
 import time
 from pathlib import Path
@@ -27,10 +28,11 @@ import torch
 from torch import Tensor
 
 from marlopt.algos.registry import build_rule
-from marlopt.buffers import RolloutBuffer
+from marlopt.buffers import RolloutBatch, RolloutBuffer, RolloutTail
 from marlopt.checkpoint import LATEST, checkpoint_dir, decode_numpy, encode_numpy, save_checkpoint
 from marlopt.config import TrainConfig
-from marlopt.envs import VectorEnv, env_fn
+from marlopt.envs import ProcessVectorEnv, VectorEnv, env_fn
+from marlopt.envs.common import usable_cpus
 from marlopt.envs.registry import make_vector_env
 from marlopt.evaluation import evaluate_policy
 from marlopt.logger import RunLogger
@@ -48,14 +50,10 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def available_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
 def vector_mode(cfg: TrainConfig) -> tuple[str, int]:
     """``(mode, n_workers)``. ``auto``: subprocess workers when there are several envs and more
     than one core. ``hybrid`` needs two envs and two cores, else it runs in-process."""
-    cores = available_cores()
+    cores = usable_cpus()
     mode = cfg.env.vector
     if mode == "hybrid":
         if cfg.n_envs < 2 or (cores < 2 and not cfg.env.n_workers):
@@ -107,22 +105,24 @@ class OnPolicyRunner:
         self.device = resolve_device(cfg.device)
         # per-step inference of small nets runs fastest on one thread; the update's large matmuls
         # scale with cores (env workers sit idle during the update)
-        self.update_threads = cfg.torch_threads or available_cores()
+        self.update_threads = cfg.torch_threads or usable_cpus()
         torch.set_num_threads(1)
         seed_everything(cfg.seed)
         options = cfg.env.maker_options()
         self.env_fns = [env_fn(cfg.env.name, cfg.env.map_name, options) for _ in range(cfg.n_envs)]
         mode, workers = vector_mode(cfg)
+        self.envs: VectorEnv
         if mode == "batched":
             self.envs = make_vector_env(cfg.env.name, cfg.env.map_name, options, cfg.n_envs)
         else:
-            self.envs = VectorEnv(self.env_fns, mode=mode, n_workers=workers, step_timeout=cfg.env.step_timeout)
+            self.envs = ProcessVectorEnv(self.env_fns, mode=mode, n_workers=workers, step_timeout=cfg.env.step_timeout)
         self.spec = spec = self.envs.spec
         self.rule = build_rule(spec, cfg.algo, cfg.model, self.device)
         self.on_cpu = self.device.type == "cpu"
-        self._refresh_rollout_nets()
+        self._refresh_rollout_actor()
         t, e = cfg.rollout_length, cfg.n_envs
-        self.buffer = RolloutBuffer(spec, e, t, self.critic.rows, self.actor.hidden_size, self.critic.hidden_size, CPU)
+        self.buffer = RolloutBuffer(spec, e, t, self.actor.hidden_size, CPU)
+        self.batch: RolloutBatch = self.buffer.batch  # the last rollout, on the training device
         self.frames_per_iteration = t * e
         self.total_frames = int(cfg.total_steps)
         self.frames = self.iteration = self.episodes = 0
@@ -130,46 +130,47 @@ class OnPolicyRunner:
         self._next_latest = cfg.latest_interval
         self._next_eval = cfg.eval_interval if cfg.eval_interval > 0 else float("inf")
         if resume_payload is None:
-            obs, state, avail, active = self.envs.reset(env_seeds(cfg.seed, e))
+            first = self.envs.reset(env_seeds(cfg.seed, e))
             self.carry = {
-                "obs": torch.tensor(obs), "state": torch.tensor(state),
-                "avail": torch.tensor(avail), "active": torch.tensor(active),
+                "obs": torch.tensor(first.obs), "state": torch.tensor(first.state),
+                "avail": torch.tensor(first.avail), "active": torch.tensor(first.active),
                 "starts": torch.ones(e, 1),
-                "h_actor": self.actor.initial_hidden(e), "h_critic": self.critic.initial_hidden(e),
+                # the rule's value-estimation memory (a recurrent critic's state), kept between rollouts
+                "h_actor": self.actor.initial_hidden(e), "h_critic": self.rule.initial_value_state(e),
                 "episode_start": torch.zeros(e, dtype=torch.long),
             }
         else:
             self._load(resume_payload)
 
-    # -- networks used for rollouts (CPU copies when training on CUDA) ----------------------------
-    def _refresh_rollout_nets(self) -> None:
+    # -- the network that acts in rollouts (a CPU copy when training on CUDA) ------------------------
+    def _refresh_rollout_actor(self) -> None:
         if self.on_cpu:
-            self.actor, self.critic = self.rule.rollout_actor, self.rule.critic
+            self.actor = self.rule.rollout_actor
             return
         if not hasattr(self, "_cpu_actor"):
             self._cpu_actor = copy.deepcopy(self.rule.rollout_actor).to(CPU)
-            self._cpu_critic = copy.deepcopy(self.rule.critic).to(CPU)
         self._cpu_actor.load_state_dict(self.rule.rollout_actor.state_dict())
-        self._cpu_critic.load_state_dict(self.rule.critic.state_dict())
-        self.actor, self.critic = self._cpu_actor, self._cpu_critic
+        self.actor = self._cpu_actor
 
     # -- collection -----------------------------------------------------------------------------
-    @torch.inference_mode()
     def collect(self) -> dict[str, float]:
-        """Fill the buffer with ``T`` steps of every env; returns the episode statistics.
+        """Fill the batch with ``T`` steps of every env and let the rule estimate its values;
+        returns the episode statistics. ``self.batch`` is the rollout on the training device."""
+        stats, tail = self._step_envs()
+        self.batch = self.buffer.batch if self.on_cpu else self.buffer.batch.to(self.device)
+        self.carry["h_critic"] = self.rule.estimate_values(self.batch, self.carry["h_critic"], tail)
+        return stats
 
-        Only the actor runs per step. The critic does not influence acting, so its values (and
-        its hidden states, and the bootstraps of truncated episodes) are computed afterwards for
-        the whole rollout in one batched pass (:meth:`_critic_pass`): per-step inference of tiny
-        networks is launch-bound, ~0.3 ms per call on these CPUs.
-        """
+    @torch.inference_mode()
+    def _step_envs(self) -> tuple[dict[str, float], RolloutTail]:
+        """The acting loop: only the actor runs per step (the critic does not influence acting;
+        its values are estimated afterwards, for the whole rollout at once)."""
         c, buf = self.carry, self.buffer
         returns: list[float] = []
         lengths: list[float] = []
         wins: list[float] = []
         truncations: list[tuple[int, np.ndarray, np.ndarray]] = []
         restarts_before = self.envs.restarts
-        h_critic0 = c["h_critic"]
         c["episode_start"].zero_()
         all_avail = bool(c["avail"].all())
         for t in range(buf.length):
@@ -183,7 +184,7 @@ class OnPolicyRunner:
             buf.insert(t, actions=actions_np, logp=logp, rewards=step.reward[:, None],
                        terminated=step.terminated[:, None], truncated=step.truncated[:, None])
             truncated = np.flatnonzero(step.truncated)
-            if truncated.size:  # proper time limits: bootstrap from V(final state), in _critic_pass
+            if truncated.size:  # proper time limits: the rule bootstraps from V(final state)
                 truncations.append((t, truncated, step.final_state[truncated]))
             for e in np.flatnonzero(step.dropped):  # crashed env: lose its episode, fabricate nothing
                 buf.drop_episode(int(e), int(c["episode_start"][e]), t)
@@ -204,7 +205,6 @@ class OnPolicyRunner:
             c["obs"], c["state"] = _fresh_tensor(step.obs), _fresh_tensor(step.state)
             c["avail"], c["active"] = _fresh_tensor(step.avail), _fresh_tensor(step.active)
             all_avail = bool(step.avail.all())
-        self._critic_pass(h_critic0, truncations)
         self.episodes += len(returns)
         stats: dict[str, float] = {"env/restarts": float(self.envs.restarts)}
         if self.envs.restarts != restarts_before:
@@ -214,32 +214,7 @@ class OnPolicyRunner:
             stats["train/episode_length"] = float(np.mean(lengths))
             if wins:
                 stats["train/win_rate"] = float(np.mean(wins))
-        return stats
-
-    def _critic_pass(self, h0: Tensor | None, truncations: list[tuple[int, np.ndarray, np.ndarray]]) -> None:
-        """``V(s_t)`` for the whole rollout, the critic's hidden states, and the bootstrap values.
-
-        ``bootstrap[t] = V(s_{t+1})`` (``V(s_T)`` from the carried state), or ``V(final state of
-        step t)`` where the episode was truncated at t, evaluated with the critic state reached
-        after step t (the same numbers a step-by-step rollout computes).
-        """
-        c, b = self.carry, self.buffer.batch
-        values, h_after = self.critic.rollout_values(b.state, h0, b.starts)  # h_after[t]: after step t
-        b.values.copy_(values)
-        if h_after is not None:  # the state before step t, zeroed where an episode starts at t
-            b.h_critic[0].copy_(h0)
-            b.h_critic[1:].copy_(h_after[:-1] * (1.0 - b.starts[1:]).unsqueeze(-1))
-            c["h_critic"] = h_after[-1] * (1.0 - c["starts"]).unsqueeze(-1)
-        last_values, _ = self.critic.value(c["state"], c["h_critic"])
-        b.bootstrap_values[:-1] = b.values[1:]
-        b.bootstrap_values[-1] = last_values
-        b.bootstrap_values.masked_fill_(b.truncated, 0.0)  # a dropped episode's cut bootstraps nothing
-        if truncations:
-            ts = torch.from_numpy(np.concatenate([np.full(len(e), t) for t, e, _ in truncations]))
-            es = torch.from_numpy(np.concatenate([e for _, e, _ in truncations]))
-            final_states = torch.from_numpy(np.concatenate([s for _, _, s in truncations]))
-            h_final = None if h_after is None else h_after[ts, es]
-            b.bootstrap_values[ts, es] = self.critic.value(final_states, h_final)[0]
+        return stats, RolloutTail(next_state=c["state"], next_starts=c["starts"], truncations=truncations)
 
     # -- training loop ----------------------------------------------------------------------------
     def train(self, logger: RunLogger) -> str:
@@ -251,11 +226,10 @@ class OnPolicyRunner:
                 t0 = time.perf_counter()
                 stats = self.collect()
                 t1 = time.perf_counter()
-                batch = self.buffer.batch if self.on_cpu else self.buffer.batch.to(self.device)
                 torch.set_num_threads(self.update_threads)
-                update_metrics = self.rule.update(batch)
+                update_metrics = self.rule.update(self.batch)
                 torch.set_num_threads(1)
-                self._refresh_rollout_nets()
+                self._refresh_rollout_actor()
                 t2 = time.perf_counter()
                 self.frames += self.frames_per_iteration
                 self.iteration += 1
@@ -290,7 +264,7 @@ class OnPolicyRunner:
     def evaluate(self, episodes: int | None = None) -> dict[str, float]:
         episodes = episodes or self.cfg.eval_episodes
         n = min(episodes, self.cfg.eval_envs or 16)
-        return evaluate_policy(self.rule.eval_actor, self.env_fns[:1] * n, episodes,
+        return evaluate_policy(self.rule.eval_policy(), self.env_fns[:1] * n, episodes,
                                env_seeds(self.cfg.seed, n, offset=EVAL_OFFSET))
 
     def message(self, text: str) -> None:
@@ -314,12 +288,12 @@ class OnPolicyRunner:
 
     def _load(self, payload: dict[str, Any]) -> None:
         self.rule.load_state_dict(payload["rule"])
-        self._refresh_rollout_nets()
+        self._refresh_rollout_actor()
         restored = self.envs.set_state(decode_numpy(payload["envs"]))
         self.carry = {k: v.clone() for k, v in payload["carry"].items()}
         # envs that cannot be pickled (StarCraft II) were reset instead: start a new episode there
         for e in np.flatnonzero(self.envs.last_restore_reset):
-            for key, value in zip(("obs", "state", "avail", "active"), restored):
+            for key, value in restored._asdict().items():
                 self.carry[key][e] = torch.tensor(value[e])
             self.carry["h_actor"][e] = 0.0
             self.carry["h_critic"][e] = 0.0

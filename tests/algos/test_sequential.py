@@ -112,12 +112,12 @@ def test_hatrpo_accepted_steps_respect_the_kl_bound(seed):
         chunks.logp.copy_(rule.actor.evaluate(chunks.obs, chunks.avail, chunks.actions, None, None)[0])
     agent = seed % 3
     data = with_unit_factor(agent_slice(chunks, agent))
-    with torch.no_grad(), rule.actor.only_agent(agent):
-        old = rule.actor.dist(data.obs, data.avail, None, None).detach()
+    with torch.no_grad():
+        old = rule.actor.dist(data.obs, data.avail, None, None, agent=agent).detach()
     stats = rule.trpo_update(agent, data)
     assert stats["trpo/accepted"] == 1.0
-    with torch.no_grad(), rule.actor.only_agent(agent):
-        new = rule.actor.dist(data.obs, data.avail, None, None)
+    with torch.no_grad():
+        new = rule.actor.dist(data.obs, data.avail, None, None, agent=agent)
     kl = float((old.kl(new) * data.active).sum() / data.active.sum())
     assert 0 < kl <= 0.01 + 1e-6
     assert stats["trpo/kl"] == pytest.approx(kl, rel=1e-4)
@@ -142,8 +142,9 @@ def expected_return(actor) -> float:
 
 def example1_curve(algo: str, tmp: Path, seed: int, iterations: int = 20) -> list[float]:
     """HARL Example 1 from π^i(0) = 0.8 with a large trust region (clip 0.9, 10 epochs, lr 0.05)."""
+    clip = "algo.objective.clip=0.9" if algo == "mappo" else "algo.clip=0.9"  # MAPPO: its loss's keyword
     cfg = make_config(f"algo={algo}", "env=games", "map=harl_example1", "model.sharing=separate", "n_envs=16",
-                      "rollout_length=10", "algo.lr=0.05", "algo.ppo_epochs=10", "algo.clip=0.9",
+                      "rollout_length=10", "algo.lr=0.05", "algo.ppo_epochs=10", clip,
                       "algo.entropy_coef=0", f"seed={seed}")
     runner = OnPolicyRunner(cfg, tmp)
     actor = runner.rule.actor

@@ -1,4 +1,5 @@
-"""Small test envs for the VectorEnv tests, importable by spawn workers (no torch, numpy only).
+"""Small test envs for the ProcessVectorEnv tests (``tests/envs/vector``) and the runner's fault
+tests, importable by spawn workers (no torch, numpy only).
 
 ``ToyEnv`` is a seeded random env that exercises everything the vector env must carry: an
 agent-specific state (``state_per_agent``), avail masks that change, agents that die (``active``),

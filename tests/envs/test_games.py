@@ -8,7 +8,7 @@ import itertools
 import numpy as np
 import pytest
 
-from marlopt.envs import VectorEnv
+from marlopt.envs import ProcessVectorEnv
 from marlopt.envs.games import PAYOFFS, make, optimal_value
 
 GPVD = [[8, -12, -12], [-12, 6, 0], [-12, 0, 6]]  # rows agent 1, columns agent 0
@@ -76,7 +76,7 @@ def test_errors():
 
 
 def test_vectorised_every_step_ends_an_episode():
-    vec = VectorEnv([functools.partial(make, "gpvd_matrix")] * 3)
+    vec = ProcessVectorEnv([functools.partial(make, "gpvd_matrix")] * 3)
     vec.reset([0, 1, 2])
     out = vec.step(np.array([[0, 0], [1, 1], [0, 1]]))
     assert out.terminated.all() and not out.truncated.any()

@@ -308,10 +308,10 @@ def test_missing_gfootball_names_the_install_script():
 
 def test_registry_and_vector_env_subproc():
     from marlopt.envs.registry import env_fn
-    from marlopt.envs.vector import VectorEnv
+    from marlopt.envs.vector import ProcessVectorEnv
 
     fns = [env_fn("grf", M3V1, {"rewards": "scoring,checkpoints", "time_limit": 30})] * 2
-    with VectorEnv(fns, mode="subproc", n_workers=2) as venv:
+    with ProcessVectorEnv(fns, mode="subproc", n_workers=2) as venv:
         assert venv.spec.n_agents == 3 and venv.spec.episode_limit == 30
         first = venv.reset([0, 1])
         assert first.obs.shape == (2, 3, OBS_DIM) and first.state.shape == (2, 1, 137)

@@ -79,8 +79,10 @@ def test_registered_but_missing_wrapper_has_a_clear_error(monkeypatch):
 
 def test_importing_marlopt_envs_imports_no_simulator_or_torch():
     code = (
-        "import sys, marlopt.envs, marlopt.envs.vector, marlopt.envs.registry;"
-        "print(sorted(m for m in ('torch', 'mpe2', 'pygame', 'pettingzoo', 'gymnasium')"
+        "import sys, marlopt.envs, marlopt.envs.vector, marlopt.envs.registry, marlopt.envs.common,"
+        " marlopt.envs.sc2, marlopt.envs.smax, marlopt.envs.smac, marlopt.envs.smacv2;"
+        "print(sorted(m for m in ('torch', 'mpe2', 'pygame', 'pettingzoo', 'gymnasium', 'jax', 'jaxmarl',"
+        " 'smac.env', 'smacv2.env', 'gfootball')"
         " if m in sys.modules))"
     )
     out = subprocess.run(

@@ -18,10 +18,10 @@ import pytest
 
 from marlopt.cli import choices, compose, map_envs
 from marlopt.config import to_objects
-from marlopt.envs import VectorEnv, env_fn, make_env
+from marlopt.envs import ProcessVectorEnv, env_fn, make_env
 from marlopt.envs import smac as smac_module
 from marlopt.envs import smacv2 as smacv2_module
-from marlopt.envs._sc2_common import SC2CrashError, SC2UnavailableError, fp_state_dim, sc2_popen
+from marlopt.envs.sc2 import SC2CrashError, SC2UnavailableError, fp_state_dim, sc2_popen
 from tests.standins.backend import (
     activate,
     backend,
@@ -296,7 +296,7 @@ def test_vector_env_drops_the_crashed_episode_and_fabricates_no_terminal(sc2, mo
     monkeypatch.setenv("MARLOPT_STANDIN_CRASH_AT_STEP", "4")
     monkeypatch.setenv("MARLOPT_STANDIN_CRASH_KIND", "swallow")
     monkeypatch.setenv("MARLOPT_STANDIN_FAULT_ONCE", str(tmp_path))
-    vec = VectorEnv([env_fn("smac", "3m", {"state_type": "FP"})] * 2, mode="inproc")
+    vec = ProcessVectorEnv([env_fn("smac", "3m", {"state_type": "FP"})] * 2, mode="inproc")
     try:
         vec.reset([1, 2])
         stop = np.ones((2, 3), dtype=np.int64)
@@ -333,7 +333,7 @@ def test_close_kills_the_game_and_workers_killed_leave_no_game(sc2, monkeypatch,
     monkeypatch.setenv("MARLOPT_STANDIN_FAULT_ONCE", str(once))
     monkeypatch.setenv("MARLOPT_STANDIN_EXIT_AT_STEP", "3")  # one worker dies (SIGKILL-like exit)
     monkeypatch.setenv("MARLOPT_STANDIN_HANG_AT_STEP", "6")  # later one hangs: killed at the timeout
-    vec = VectorEnv([env_fn("smac", "3m")] * 2, mode="subproc", n_workers=2, step_timeout=3.0)
+    vec = ProcessVectorEnv([env_fn("smac", "3m")] * 2, mode="subproc", n_workers=2, step_timeout=3.0)
     try:
         vec.reset([1, 2])
         stop = np.ones((2, 3), dtype=np.int64)
@@ -414,6 +414,7 @@ TUNED_KEYS = {
     "algo.lr", "algo.critic_lr", "algo.entropy_coef", "algo.ppo_epochs", "algo.critic_epochs", "algo.clip",
     "algo.value_clip", "algo.num_minibatches", "algo.gamma", "algo.kl_threshold", "algo.backtrack_coeff",
     "algo.huber_delta", "env.state_type", "env.options.stacked_frames", "eval_envs",
+    "algo.objective.clip",  # the ratio rules' clip, an argument of their objective (algo.objective)
 }
 
 
@@ -478,6 +479,9 @@ def test_configs_compose_with_the_papers_values(overrides, expected):
            "stacked_frames": cfg.env.options.get("stacked_frames")}
     for key in ("ppo_epochs", "clip", "num_minibatches", "gamma", "kl_threshold", "backtrack_coeff"):
         got[key] = getattr(cfg.algo, key, None)
+    objective = getattr(cfg.algo, "objective", None)
+    if got["clip"] is None and isinstance(objective, dict):  # ratio rules: the objective's clip
+        got["clip"] = objective.get("clip")
     assert {k: got[k] for k in expected} == expected
     assert cfg.env.maker_options()["state_type"] == cfg.env.state_type
 

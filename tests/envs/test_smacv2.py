@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from marlopt.envs import make_env
-from marlopt.envs._sc2_common import SC2UnavailableError, fp_state_dim
+from marlopt.envs.sc2 import SC2UnavailableError, fp_state_dim
 from marlopt.envs.smacv2 import MAPS, capability_config
 from tests.standins.backend import activate, backend, forget_modules, random_actions
 

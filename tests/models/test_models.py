@@ -41,8 +41,9 @@ def test_shared_and_single_agent_grouped_linear_equal_nn_linear():
     x = torch.randn(2, 6, 3, 5)
     torch.testing.assert_close(shared(x), ref(x))
     per_agent = GroupedLinear(3, 5, 4)
-    per_agent.only = 2  # one agent's input, that agent's weights (sequential updates)
-    torch.testing.assert_close(per_agent(x[..., 2:, :]), x[..., 2:, :] @ per_agent.weight[2].t() + per_agent.bias[2])
+    # one agent's input, that agent's weights (sequential updates)
+    one = x[..., 2:, :]
+    torch.testing.assert_close(per_agent(one, group=2), one @ per_agent.weight[2].t() + per_agent.bias[2])
 
 
 def test_grouped_gru_matches_torch_gru_cell():
@@ -127,6 +128,41 @@ def test_chunked_evaluate_equals_stepwise_act(sharing):
     logp, ent = actor.evaluate(obs, avail, torch.stack(acts), h0, starts)
     torch.testing.assert_close(logp, torch.stack(logps), atol=1e-5, rtol=1e-5)
     assert torch.all(ent >= 0)
+
+
+@pytest.mark.parametrize("spec", [SPEC, CONT], ids=["discrete", "continuous"])
+@pytest.mark.parametrize("sharing", ["shared", "separate", "hybrid"])
+@pytest.mark.parametrize("recurrent", [False, True], ids=["mlp", "gru"])
+def test_evaluate_one_agent_equals_its_column_of_all_agents(spec, sharing, recurrent):
+    """``evaluate(..., agent=i)`` on agent ``i``'s slice (as sequential updates call it) gives column
+    ``i`` of the evaluation of all agents: its own trunk, head, log-std and agent id."""
+    torch.manual_seed(2)
+    actor = Actor(spec, model_cfg(sharing=sharing, recurrent=recurrent, feature_norm=True))
+    with torch.no_grad():  # per-agent norms and log-stds start equal: make every agent's differ
+        for name, p in actor.named_parameters():
+            if "norm" in name or "log_std" in name:
+                p.add_(0.3 * torch.randn(p.shape))
+    L, B, n = 5, 4, spec.n_agents
+    obs = torch.randn(L, B, n, 5)
+    avail = torch.rand(L, B, n, spec.n_actions) > 0.3
+    avail[..., 0] = True
+    if spec.continuous:
+        avail = None
+    starts = torch.zeros(L, B, 1)
+    starts[2, 1] = 1.0
+    h0 = torch.randn(B, n, 8) if recurrent else None
+    with torch.no_grad():
+        actions = actor.dist(obs, avail, h0, starts).sample()
+    logp, entropy = actor.evaluate(obs, avail, actions, h0, starts)
+    for i in range(n):
+        one = slice(i, i + 1)
+        logp_i, entropy_i = actor.evaluate(obs[..., one, :], None if avail is None else avail[..., one, :],
+                                           actions[:, :, one], None if h0 is None else h0[:, one], starts, agent=i)
+        assert logp_i.shape == (L, B, 1)
+        torch.testing.assert_close(logp_i[..., 0], logp[..., i])
+        torch.testing.assert_close(entropy_i[..., 0], entropy[..., i])
+    with pytest.raises(ValueError, match="that agent's inputs alone"):
+        actor.evaluate(obs, avail, actions, h0, starts, agent=0)
 
 
 def test_masked_categorical_never_samples_unavailable():

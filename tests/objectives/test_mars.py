@@ -49,7 +49,7 @@ def _data(seed: int):
 
 
 def _ref(logp, logp_old, adv, mask, rp, rm):
-    """Per-sample loop, written from EQUATIONS.md: loss and analytic dL/dlogp = -(dJ/dr) r / n."""
+    """Per-sample loop, written from docs/algorithms/mars.md: loss and analytic dL/dlogp = -(dJ/dr) r / n."""
     lp, lpo, a = logp.detach().flatten().tolist(), logp_old.flatten().tolist(), adv.flatten().tolist()
     m = [1.0] * len(lp) if mask is None else mask.flatten().tolist()
     n = sum(1 for x in m if x)

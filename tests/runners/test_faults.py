@@ -32,7 +32,7 @@ def toy_runner(monkeypatch, tmp_path):
 
 def test_dead_agents_are_masked_and_states_are_per_agent(toy_runner):
     runner = toy_runner()
-    assert runner.spec.state_per_agent and runner.critic.rows == runner.spec.n_agents
+    assert runner.spec.state_per_agent and runner.rule.critic.rows == runner.spec.n_agents
     stats = runner.collect()
     batch = runner.buffer.batch
     assert not batch.active.all(), "ToyEnv kills agents: some samples must be inactive"

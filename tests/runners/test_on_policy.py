@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from marlopt.cli import choices
-from marlopt.envs import VectorEnv, env_fn
+from marlopt.envs import ProcessVectorEnv, env_fn
 from marlopt.envs.games import PAYOFFS
 from marlopt.train import run_training
 from tests.helpers import make_config, read_metrics
@@ -48,8 +48,8 @@ def test_mpe_maps_and_model_modes_train(tmp_path, overrides):
 
 @pytest.mark.parametrize("critic_agent_id", [False, True], ids=["one state row", "per-agent rows"])
 def test_batched_critic_pass_equals_a_step_by_step_critic(tmp_path, critic_agent_id):
-    """The runner evaluates the critic once per rollout; it must store exactly what a per-step
-    critic computes: V(s_t), the hidden state before each step (zeroed at episode starts), and
+    """The rule evaluates the critic once per rollout (``estimate_values``); it must store exactly
+    what a per-step critic computes: V(s_t), the hidden state before each step (zeroed at episode starts), and
     bootstraps from V(s_{t+1}) or, at a truncation, from V(final state) with the state reached."""
     import torch
 
@@ -66,7 +66,7 @@ def test_batched_critic_pass_equals_a_step_by_step_critic(tmp_path, critic_agent
         h = runner.carry["h_critic"].clone()
         runner.collect()
         b = runner.buffer.batch
-        critic = runner.critic
+        critic = runner.rule.critic
         assert b.truncated.any()  # bootstraps from final states are exercised
         for t in range(b.obs.shape[0]):
             h = h * (1.0 - b.starts[t]).unsqueeze(-1)
@@ -161,7 +161,7 @@ def test_mappo_settles_on_an_equilibrium_of_the_gpvd_matrix_game(tmp_path, seed)
 
 
 def random_policy_return(episodes: int = 64) -> float:
-    envs = VectorEnv([env_fn("mpe", "simple_spread", {"n_agents": 3, "max_cycles": 25})] * 8)
+    envs = ProcessVectorEnv([env_fn("mpe", "simple_spread", {"n_agents": 3, "max_cycles": 25})] * 8)
     rng = np.random.default_rng(123)
     envs.reset(list(range(8)))
     returns: list[float] = []

@@ -1,5 +1,5 @@
-"""What the SMAC and SMACv2 wrappers share: install checks, the SC2 process guard, the FP state and
-the ``MultiAgentEnv`` adapter itself (``StarCraftEnv``).
+"""``StarCraftEnv``: the ``MultiAgentEnv`` adapter of SMAC-family envs, shared by the SMAC and SMACv2
+wrappers (``marlopt.envs.smac``, ``marlopt.envs.smacv2``), and the option checks of their makers.
 
 Contract with marlopt (``marlopt.envs.base``):
 
@@ -13,12 +13,13 @@ Contract with marlopt (``marlopt.envs.base``):
   ``info["episode_limit"]``, and also watches the env's ``timeouts`` counter); ``info["active"]`` is
   the alive mask; dead agents can only take the no-op (action 0), enforced in ``avail``.
 - Crashes: every exception of the game (pysc2 ``ConnectionError``/``ProtocolError``/
-  ``RequestError``, websocket errors, ...) propagates out of ``step``/``reset`` so that ``VectorEnv``
-  rebuilds the env and drops the episode in flight. SMAC catches some connection errors itself,
+  ``RequestError``, websocket errors, ...) propagates out of ``step``/``reset`` so that the vector
+  env rebuilds the env and drops the episode in flight. SMAC catches some connection errors itself,
   relaunches the game and returns ``(0, True, {})`` — a fabricated terminal transition; the wrapper
   turns that (and any relaunch SMAC does inside ``reset``) into an ``SC2CrashError``.
 - ``close()`` kills the SC2 process even when the game no longer answers; a tiny watchdog process
-  kills SC2 processes whose owner (an env worker) was killed (SIGKILL on a hang) before it could.
+  kills SC2 processes whose owner (an env worker) was killed (SIGKILL on a hang) before it could
+  (``guard``, ``watchdog``).
 - ``get_state()`` is ``None``: StarCraft II cannot be pickled, so resuming resets these envs.
 
 This module imports numpy only; ``smac``/``smacv2`` are imported by the makers, lazily.
@@ -28,279 +29,24 @@ from __future__ import annotations
 
 import collections
 import logging
-import os
-import subprocess
-import sys
-import threading
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from marlopt.envs.base import EnvSpec, MultiAgentEnv, StepResult
+from marlopt.envs.common import resolve_state_type
+from marlopt.envs.sc2.fp_state import fp_state, fp_state_dim
+from marlopt.envs.sc2.guard import guard_pid, kill_pid, kill_popen, release_pid, sc2_popen
+from marlopt.envs.sc2.watchdog import start_time
 
 log = logging.getLogger(__name__)
-
-STATE_TYPES = ("EP", "FP")
-INSTALL_SC2 = "bash scripts/install_sc2.sh"  # StarCraft II 4.10 + the SMAC/SMACv2 maps into $SC2PATH
-
-
-class SC2UnavailableError(ImportError):
-    """The simulator cannot run here (package or StarCraft II missing). The message is one line
-    that names the fix."""
 
 
 class SC2CrashError(RuntimeError):
     """StarCraft II failed and was relaunched behind our back: the episode in flight is lost."""
 
 
-# ---------------------------------------------------------------------------------------------
-# Installation checks (one clear line each)
-# ---------------------------------------------------------------------------------------------
-def sc2_path() -> Path:
-    """Where pysc2 looks for StarCraft II on Linux: ``$SC2PATH``, else ``~/StarCraftII``."""
-    return Path(os.environ.get("SC2PATH") or "~/StarCraftII").expanduser()
-
-
-def check_sc2_install(map_file: str) -> None:
-    """Raise ``SC2UnavailableError`` unless StarCraft II and ``Maps/SMAC_Maps/<map_file>`` exist."""
-    root = sc2_path()
-    where = f"$SC2PATH={os.environ['SC2PATH']}" if os.environ.get("SC2PATH") else "SC2PATH unset"
-    fix = f"install it with `{INSTALL_SC2}` (StarCraft II 4.10 + SMAC/SMACv2 maps) and export SC2PATH=<that dir>"
-    if not root.is_dir():
-        raise SC2UnavailableError(f"StarCraft II not found at {root} ({where}); {fix}")
-    if not any((root / "Versions").glob("Base*/SC2_x64")):
-        raise SC2UnavailableError(
-            f"no StarCraft II binary under {root}/Versions/Base*/SC2_x64 ({where}); {fix}"
-        )
-    map_path = root / "Maps" / "SMAC_Maps" / map_file
-    if not map_path.is_file():
-        raise SC2UnavailableError(
-            f"map file {map_path} is missing; install the SMAC/SMACv2 maps with `{INSTALL_SC2}`"
-        )
-
-
-def import_attr(module: str, attr: str, fix: str) -> Any:
-    """``module.attr``, or ``SC2UnavailableError`` with the install line ``fix``."""
-    import importlib
-
-    try:
-        mod = importlib.import_module(module)
-    except ImportError as err:
-        reason = (str(err).splitlines() or [type(err).__name__])[0]
-        raise SC2UnavailableError(f"{module} could not be imported ({reason}); {fix}") from err
-    try:
-        return getattr(mod, attr)
-    except AttributeError as err:
-        raise SC2UnavailableError(f"{module} has no {attr} (wrong package installed?); {fix}") from err
-
-
-# ---------------------------------------------------------------------------------------------
-# The SC2 process guard: StarCraft II must not outlive the process that launched it.
-# ---------------------------------------------------------------------------------------------
-# A child process reads "+pid start" / "-pid" lines; at EOF (its parent died, even by SIGKILL) it
-# kills every pid still registered whose start time is unchanged (no pid-reuse accidents).
-_WATCHDOG = r"""
-import os, signal, sys
-def start(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[19]
-    except OSError:
-        return None
-pids = {}
-for line in sys.stdin:
-    op, _, rest = line.strip().partition(" ")
-    if op == "+":
-        pid, _, st = rest.partition(" ")
-        pids[int(pid)] = st
-    elif op == "-":
-        pids.pop(int(rest), None)
-for pid, st in pids.items():
-    if start(pid) == st:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
-"""
-
-_guard_lock = threading.Lock()
-_guard: dict[str, Any] = {"proc": None, "owner": None}
-
-
-def _start_time(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[19]
-    except OSError:
-        return None
-
-
-def _guard_send(line: str) -> None:
-    if not sys.platform.startswith("linux"):
-        return
-    with _guard_lock:
-        proc = _guard["proc"]
-        if proc is None or proc.poll() is not None or _guard["owner"] != os.getpid():
-            try:
-                proc = subprocess.Popen(
-                    [sys.executable, "-c", _WATCHDOG], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL, text=True, start_new_session=True,
-                )
-            except OSError as err:  # the guard is a safety net, never a reason to fail
-                log.warning("could not start the SC2 process guard: %s", err)
-                return
-            _guard["proc"], _guard["owner"] = proc, os.getpid()
-        try:
-            proc.stdin.write(line + "\n")
-            proc.stdin.flush()
-        except (OSError, ValueError):
-            _guard["proc"] = None
-
-
-def guard_pid(pid: int) -> None:
-    """Kill ``pid`` if this process dies before ``release_pid(pid)``."""
-    start = _start_time(pid)
-    if start is not None:
-        _guard_send(f"+ {pid} {start}")
-
-
-def release_pid(pid: int) -> None:
-    _guard_send(f"- {pid}")
-
-
-def sc2_popen(raw_env: Any) -> Any:
-    """The ``subprocess.Popen`` of the game an env launched (pysc2's ``StarcraftProcess._proc``)."""
-    proc = getattr(raw_env, "_sc2_proc", None)
-    return getattr(proc, "_proc", None) if proc is not None else None
-
-
-# ---------------------------------------------------------------------------------------------
-# The feature-pruned agent-specific state (FP)
-# ---------------------------------------------------------------------------------------------
-def _medivac_like(sc: Any, unit: Any) -> bool:
-    return getattr(sc, "map_type", "") in ("MMM", "terran_gen") and unit.unit_type == getattr(sc, "medivac_id", -1)
-
-
-def _max_shield(sc: Any, unit: Any) -> float:
-    value = 0.0
-    try:
-        value = float(sc.unit_max_shield(unit) or 0.0)
-    except Exception:  # noqa: BLE001 - smacv2 raises for non-Protoss units
-        value = 0.0
-    if value <= 0:
-        value = float(getattr(unit, "shield_max", 0.0) or 0.0)
-    return value if value > 0 else 1.0
-
-
-def fp_sizes(sc: Any) -> tuple[int, int, int, int]:
-    """Feature counts ``(ally, enemy, move, own)`` of one FP row (per ally/enemy where relevant)."""
-    last = sc.n_actions if getattr(sc, "state_last_action", True) else 0
-    tb = int(sc.unit_type_bits)
-    nf_al = 5 + 1 + sc.shield_bits_ally + tb + 2 + last  # visible dist dx dy cooldown, health...
-    nf_en = 5 + 1 + sc.shield_bits_enemy + tb + 2  # shootable dist dx dy visible, health...
-    nf_own = 4 + 1 + sc.shield_bits_ally + tb + 2 + last
-    return nf_al, nf_en, sc.n_actions_move, nf_own
-
-
-def fp_state_dim(sc: Any) -> int:
-    nf_al, nf_en, nf_mv, nf_own = fp_sizes(sc)
-    return (sc.n_agents - 1) * nf_al + sc.n_enemies * nf_en + nf_mv + nf_own + sc.n_agents
-
-
-def fp_state(sc: Any, alive: np.ndarray, avail: np.ndarray) -> np.ndarray:
-    """``[N, fp_state_dim]`` float32: row ``i`` is agent ``i``'s view of the whole battle.
-
-    Layout of a row (``sight`` = the agent's sight range; centre = the map centre; zero rows for
-    dead agents, ``use_mustalive``):
-
-    - allies (the other ``N-1``, in id order), each ``[visible, dist/sight, dx/sight, dy/sight,
-      cooldown/max (energy/max for medivacs), health/max, (shield/max), unit type one-hot,
-      (x-cx)/width, (y-cy)/height, (last action one-hot)]``, zeros for dead allies;
-    - enemies, each ``[shootable by me, dist/sight, dx/sight, dy/sight, visible, health/max,
-      (shield/max), unit type one-hot, (x-cx)/width, (y-cy)/height]``, zeros for dead enemies
-      (unlike the observation, enemies outside the sight range are included: the critic sees all);
-    - move feasibility north/south/east/west (``avail[2:6]``);
-    - own ``[1, 0, 0, 0, health/max, (shield/max), unit type one-hot, (x-cx)/width, (y-cy)/height,
-      (last action one-hot)]``;
-    - the agent's one-hot id.
-    """
-    n, m = sc.n_agents, sc.n_enemies
-    nf_al, nf_en, nf_mv, nf_own = fp_sizes(sc)
-    tb, sb_a, sb_e = int(sc.unit_type_bits), int(sc.shield_bits_ally), int(sc.shield_bits_enemy)
-    use_last = bool(getattr(sc, "state_last_action", True))
-    last_action = np.asarray(sc.last_action, dtype=np.float32) if use_last else None
-    cx, cy = sc.map_x / 2.0, sc.map_y / 2.0
-    wx, wy = float(sc.max_distance_x) or 1.0, float(sc.max_distance_y) or 1.0
-    no_attack = int(sc.n_actions_no_attack)
-    out = np.zeros((n, fp_state_dim(sc)), dtype=np.float32)
-    units = [sc.get_unit_by_id(i) for i in range(n)]
-    enemies = [sc.enemies[e] for e in range(m)]
-    off_en = (n - 1) * nf_al
-    off_mv = off_en + m * nf_en
-    off_own = off_mv + nf_mv
-    off_id = off_own + nf_own
-
-    def common(row: np.ndarray, k: int, unit: Any, ally: bool, shield_bits: int) -> int:
-        row[k] = unit.health / unit.health_max
-        k += 1
-        if shield_bits:
-            row[k] = unit.shield / _max_shield(sc, unit)
-            k += 1
-        if tb:
-            row[k + sc.get_unit_type_id(unit, ally)] = 1.0
-            k += tb
-        row[k] = (unit.pos.x - cx) / wx
-        row[k + 1] = (unit.pos.y - cy) / wy
-        return k + 2
-
-    for i in range(n):
-        if not alive[i]:
-            continue
-        row = out[i]
-        me = units[i]
-        x, y = me.pos.x, me.pos.y
-        sight = float(sc.unit_sight_range(i))
-        j = 0
-        for a in range(n):
-            if a == i:
-                continue
-            al = units[a]
-            if alive[a] and al.health > 0:
-                f = row[j * nf_al : (j + 1) * nf_al]
-                dx, dy = al.pos.x - x, al.pos.y - y
-                dist = float(np.hypot(dx, dy))
-                f[0] = 1.0 if dist < sight else 0.0
-                f[1], f[2], f[3] = dist / sight, dx / sight, dy / sight
-                max_cd = float(sc.unit_max_cooldown(al)) or 1.0
-                f[4] = (al.energy if _medivac_like(sc, al) else al.weapon_cooldown) / max_cd
-                k = common(f, 5, al, True, sb_a)
-                if use_last:
-                    f[k:] = last_action[a]
-            j += 1
-        for e, en in enumerate(enemies):
-            if en.health > 0:
-                f = row[off_en + e * nf_en : off_en + (e + 1) * nf_en]
-                dx, dy = en.pos.x - x, en.pos.y - y
-                dist = float(np.hypot(dx, dy))
-                f[0] = float(avail[i, no_attack + e]) if no_attack + e < avail.shape[1] else 0.0
-                f[1], f[2], f[3] = dist / sight, dx / sight, dy / sight
-                f[4] = 1.0 if dist < sight else 0.0
-                common(f, 5, en, False, sb_e)
-        row[off_mv : off_mv + nf_mv] = avail[i, 2 : 2 + nf_mv]
-        own = row[off_own : off_own + nf_own]
-        own[0] = 1.0
-        k = common(own, 4, me, True, sb_a)
-        if use_last:
-            own[k:] = last_action[i]
-        row[off_id + i] = 1.0
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
-# The MultiAgentEnv adapter
-# ---------------------------------------------------------------------------------------------
 class StarCraftEnv(MultiAgentEnv):
     """A SMAC-family env (``smac`` or ``smacv2``) behind marlopt's protocol (module docstring).
 
@@ -316,12 +62,11 @@ class StarCraftEnv(MultiAgentEnv):
         raw: Any,
         sc: Any,
         map_name: str,
-        state_type: str = "EP",
+        state_type: str | None = "EP",
         save_replay: bool = False,
         stacked_frames: int = 1,
     ) -> None:
-        if state_type not in STATE_TYPES:
-            raise ValueError(f"state_type must be one of {list(STATE_TYPES)} (got {state_type!r})")
+        state_type = resolve_state_type(state_type, self.family)
         if int(stacked_frames) < 1:
             raise ValueError(f"stacked_frames must be >= 1 (got {stacked_frames})")
         self._raw, self._sc = raw, sc
@@ -427,10 +172,10 @@ class StarCraftEnv(MultiAgentEnv):
         pid = getattr(popen, "pid", None)
         if pid is not None and pid != self._guarded:
             if self._guarded is not None:
-                _kill_pid(self._guarded, self._guarded_start)
+                kill_pid(self._guarded, self._guarded_start)
                 release_pid(self._guarded)
             guard_pid(pid)
-            self._guarded, self._guarded_start = pid, _start_time(pid)
+            self._guarded, self._guarded_start = pid, start_time(pid)
 
     # -- protocol -------------------------------------------------------------------------------
     def reset(self, seed: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -511,13 +256,13 @@ class StarCraftEnv(MultiAgentEnv):
         self._closed = True
         popen = sc2_popen(self._sc)
         if self._broken and popen is not None:  # a dead/hung game: do not wait for its answer
-            _kill(popen)
+            kill_popen(popen)
         try:
             self._raw.close()
         except Exception as err:  # noqa: BLE001
             log.debug("%s close failed: %s", self.family, err)
         if popen is not None:
-            _kill(popen)
+            kill_popen(popen)
         if self._guarded is not None:
             release_pid(self._guarded)
             self._guarded = None
@@ -531,24 +276,6 @@ class StarCraftEnv(MultiAgentEnv):
         except Exception:  # noqa: BLE001
             pass
 
-
-def _kill_pid(pid: int, start: str | None) -> None:
-    """SIGKILL ``pid`` if it is still the process that started at ``start``."""
-    if start is None or _start_time(pid) != start:
-        return
-    try:
-        os.kill(pid, 9)
-    except OSError:
-        pass
-
-
-def _kill(popen: Any) -> None:
-    try:
-        if popen.poll() is None:
-            popen.kill()
-        popen.wait(timeout=10)
-    except Exception:  # noqa: BLE001
-        pass
 
 
 def split_options(options: dict[str, Any], own: Sequence[str], reserved: Sequence[str],

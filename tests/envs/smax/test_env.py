@@ -1,5 +1,4 @@
-"""The SMAX wrapper (JaxMARL): specs, masks, rewards, episode ends, seeding, exact resume, and the
-batched ``SmaxVectorEnv`` against ``VectorEnv`` of single envs; one short training run via the CLI.
+"""The SMAX wrapper (JaxMARL), one env: specs, masks, rewards, episode ends, seeding, exact resume.
 
 Each SMAX configuration compiles its JAX functions once per process (≈10 s each on a busy 2-core
 machine without JAX's persistent cache, ≈2 s with it), so the tests share a few configurations.
@@ -7,50 +6,20 @@ machine without JAX's persistent cache, ≈2 s with it), so the tests share a fe
 
 from __future__ import annotations
 
-import importlib.util
 import pickle
+import pickletools
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from marlopt.envs import smax as smax_mod
-from marlopt.envs.registry import env_fn, make_env
-from marlopt.envs.smax import MAPS, SmaxVectorEnv, make, make_vector, seed_to_key
-from marlopt.envs.vector import VectorEnv
-from tests.helpers import REPO, make_config, read_metrics, run_cli
-
-HAVE_SMAX = importlib.util.find_spec("jax") is not None and importlib.util.find_spec("jaxmarl") is not None
-needs_smax = pytest.mark.skipif(
-    not HAVE_SMAX, reason='jax/jaxmarl not installed (pip install "marlopt[smax]")'
-)
-
-# map -> (allies, obs_dim, EP state_dim, n_actions): unit_list obs = 13 per other unit + 10 own;
-# world state = 12 per unit; actions = 4 moves + stop + one attack per enemy.
-SPECS = {
-    "5m_vs_6m": (5, 13 * (4 + 6) + 10, 12 * 11, 5 + 6),
-    "3s5z_vs_3s6z": (8, 13 * (7 + 9) + 10, 12 * 17, 5 + 9),
-    "smacv2_10_units": (10, 13 * (9 + 10) + 10, 12 * 20, 5 + 10),
-}
-STOP = 4  # SMAX's stop action: the only action of a dead ally
-
-
-def focus_fire(avail: np.ndarray) -> np.ndarray:
-    """Attack the first enemy in range, else walk east (towards the enemy), else stop."""
-    actions = np.full(avail.shape[0], STOP)
-    for i, row in enumerate(avail):
-        attacks = np.flatnonzero(row[5:])
-        if attacks.size:
-            actions[i] = 5 + attacks[0]
-        elif row[1]:
-            actions[i] = 1
-    return actions
-
-
-def random_actions(rng: np.random.Generator, avail: np.ndarray) -> np.ndarray:
-    """A uniformly random available action per agent (any leading batch shape)."""
-    return (rng.random(avail.shape) * avail).argmax(-1)
+from marlopt.envs.registry import make_env
+from marlopt.envs.smax import MAPS, make, make_vector, seed_to_key
+from marlopt.envs.smax import core as smax_core
+from marlopt.envs.smax import loading as smax_loading
+from tests.envs.smax.helpers import SPECS, STOP, focus_fire, needs_smax, random_actions
+from tests.helpers import REPO
 
 
 # ------------------------------------------------------------------ no simulator needed
@@ -69,8 +38,8 @@ def test_missing_jax_or_jaxmarl_gives_the_install_line(monkeypatch):
     for blocked in ("jax", "jaxmarl"):
         with monkeypatch.context() as m:
             m.setitem(sys.modules, blocked, None)  # makes `import <blocked>` fail
-            m.setattr(smax_mod, "_SMAX_MODULE", None)
-            m.setattr(smax_mod, "_CORES", {})
+            m.setattr(smax_loading, "_SMAX_MODULE", None)
+            m.setattr(smax_core, "_CORES", {})
             with pytest.raises(ImportError, match=r'pip install "marlopt\[smax\]"'):
                 make("3m")
 
@@ -244,23 +213,30 @@ def _same(a: list[tuple], b: list[tuple]) -> bool:
 @needs_smax
 def test_seeded_determinism():
     envs = [make("3m") for _ in range(3)]
-    starts = [env.reset(seed=s) for env, s in zip(envs, (7, 7, 8))]
+    starts = [env.reset(seed=s) for env, s in zip(envs, (7, 7, 8))]  # (obs, state, avail) each
     assert all(np.array_equal(x, y) for x, y in zip(starts[0], starts[1]))
-    assert not np.array_equal(starts[0][0], starts[2][0])
+    (obs_7, _, _), _, (obs_8, _, _) = starts
+    assert not np.array_equal(obs_7, obs_8)
     # 60 steps cross episode ends: reset(None) continues each env's key
-    runs = [_rollout(env, start[2], 60)[0] for env, start in zip(envs, starts)]
+    runs = [_rollout(env, avail, 60)[0] for env, (_, _, avail) in zip(envs, starts)]
     assert _same(runs[0], runs[1]) and not _same(runs[0], runs[2])
     env = make("3m")
-    first = env.reset(seed=7)[0]
-    assert not np.array_equal(env.reset()[0], first)  # continued key: a new start
-    assert np.array_equal(env.reset(seed=7)[0], first)
-    assert not np.array_equal(env.reset(seed=2**32 + 7)[0], first)  # all 64 bits of the seed count
+
+    def reset_obs(seed=None):
+        obs, _, _ = env.reset(seed=seed)
+        return obs
+
+    first = reset_obs(seed=7)
+    assert not np.array_equal(reset_obs(), first)  # continued key: a new start
+    assert np.array_equal(reset_obs(seed=7), first)
+    assert not np.array_equal(reset_obs(seed=2**32 + 7), first)  # all 64 bits of the seed count
 
 
 @needs_smax
 def test_get_state_round_trip_restores_the_same_future():
     env = make("3m")
-    _, avail = _rollout(env, env.reset(seed=11)[2], 23)  # mid-episode (maybe past an episode end)
+    _, _, avail = env.reset(seed=11)
+    _, avail = _rollout(env, avail, 23)  # mid-episode (maybe past an episode end)
     blob = env.get_state()
     assert isinstance(blob, bytes)
     clone = pickle.loads(blob)
@@ -270,119 +246,34 @@ def test_get_state_round_trip_restores_the_same_future():
     assert pickle.loads(fresh.get_state()).spec == fresh.spec
 
 
-# ------------------------------------------------------------------ the batched vector env
-FIELDS_EXACT = ("obs", "state", "avail", "active", "reward", "terminated", "truncated", "dropped",
-                "final_state", "final_active", "won", "episode_return", "episode_length")  # fmt: skip
 
-
-def _assert_same_step(a, b) -> None:
-    for name in FIELDS_EXACT:
-        x, y = getattr(a, name), getattr(b, name)
-        assert x.shape == y.shape and x.dtype == y.dtype, name
-        np.testing.assert_array_equal(x, y, err_msg=name)
-    assert a.restarts == b.restarts == 0
-
-
-@needs_smax
-def test_batched_vector_env_equals_vector_env_of_single_envs():
-    e, seeds = 3, [5, 2**33 + 1, 99]
-    ref = VectorEnv([env_fn("smax", "3m", {}) for _ in range(e)], mode="inproc")
-    vec = make_vector("3m", e)
-    assert isinstance(vec, SmaxVectorEnv) and vec.spec == ref.spec and vec.num_envs == e
-    a, b = ref.reset(seeds), vec.reset(seeds)
-    for x, y in zip(a, b):
-        np.testing.assert_array_equal(x, y)
-    rng = np.random.default_rng(0)
-    ended = 0
-    for _ in range(120):
-        actions = random_actions(rng, a.avail)
-        a, b = ref.step(actions), vec.step(actions)
-        _assert_same_step(a, b)
-        ended += int((a.terminated | a.truncated).sum())
-    assert ended >= 6, "the comparison should cross several auto-resets"
-    # Checkpoints are interchangeable: VectorEnv -> SmaxVectorEnv and back, same future.
-    state_ref, state_vec = ref.get_state(), vec.get_state()
-    other_vec, other_ref = make_vector("3m", e), VectorEnv([env_fn("smax", "3m", {}) for _ in range(e)])
-    for x, y, z in zip(other_vec.set_state(state_ref), other_ref.set_state(state_vec), a[:4]):
-        np.testing.assert_array_equal(x, z)
-        np.testing.assert_array_equal(y, z)
-    assert not other_vec.last_restore_reset.any() and not other_ref.last_restore_reset.any()
-    for _ in range(40):
-        actions = random_actions(rng, a.avail)
-        a = ref.step(actions)
-        for other in (vec, other_vec, other_ref):
-            _assert_same_step(a, other.step(actions))
-    for env in (ref, vec, other_vec, other_ref):
-        env.close()
-    with pytest.raises(RuntimeError, match="closed"):
-        vec.step(actions)
+def _pickled_globals(blob: bytes) -> set[str]:
+    """The ``module.name`` of every class or function a pickle refers to."""
+    strings, found = [], set()
+    for op, arg, _ in pickletools.genops(blob):
+        if op.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE"):
+            strings.append(arg)
+        elif op.name == "STACK_GLOBAL":
+            found.add(".".join(strings[-2:]))
+        elif op.name == "GLOBAL":
+            found.add(arg.replace(" ", "."))
+    return found
 
 
 @needs_smax
-def test_batched_vector_env_outputs_are_zero_copy_views():
+def test_pickles_name_the_package_so_old_checkpoints_load():
+    """Checkpoints hold pickled SMAX envs: they name ``marlopt.envs.smax.SMAXEnv`` (and the batched
+    env's blobs ``marlopt.envs.smax._unpickle_env``), the path of the single-module wrapper that
+    wrote the first checkpoints, never a module inside the package."""
+    env = make("3m")
+    env.reset(seed=1)
     vec = make_vector("3m", 2)
-    vec.reset([0, 1])
-    step = vec.step(np.full((2, 3), STOP))
-    for name in ("obs", "state", "avail", "active", "final_state", "final_active"):
-        assert not getattr(step, name).flags.writeable, name  # views of JAX's buffers, no copy
-    with pytest.raises(ValueError, match="shape"):
-        vec.step(np.full((3, 3), STOP))
-    with pytest.raises(ValueError, match="action ids"):
-        vec.step(np.full((2, 3), 8))
-
-
-@needs_smax
-def test_batched_truncation_and_final_state():
-    vec = make_vector("3m", 2, max_steps=5)
-    first = vec.reset([0, 1])
-    for t in range(1, 6):
-        step = vec.step(np.full((2, 3), STOP))
-        assert not step.terminated.any()
-        assert step.truncated.tolist() == [t == 5] * 2
-    assert step.episode_length.tolist() == [5, 5] and not step.won.any()
-    assert not np.array_equal(step.final_state, step.state)  # final: before the auto-reset
-    assert not np.array_equal(step.obs, first.obs)  # a new episode, a new draw of the start
-
-
-@needs_smax
-@pytest.mark.filterwarnings("ignore:The given NumPy array is not writable")  # runner's from_numpy
-def test_the_runner_trains_and_resumes_on_the_batched_vector_env(tmp_path, monkeypatch):
-    """``env.vector=batched`` (SMAX's default) makes the runner train and resume on SmaxVectorEnv."""
-    from marlopt.runners import on_policy
-    from marlopt.train import run_training
-
-    overrides = ["algo=mappo", "env=smax", "map=smacv2_5_units", "env.state_type=EP", "n_envs=3",
-                 "rollout_length=20", "eval_episodes=2", "model.hidden_sizes=[32]", "model.rnn_hidden=32"]
-    cfg = make_config(*overrides, "total_steps=120", "max_iterations=1")
-    cfg.env.map_name = "3m"  # the configuration the tests above compiled already (same process)
-    built = []
-
-    assert cfg.env.vector == "batched"
-
-    def batched(env_name, map_name, options, n_envs):
-        built.append(make_vector(map_name, n_envs, **dict(options)))
-        return built[-1]
-
-    monkeypatch.setattr(on_policy, "make_vector_env", batched)
-    run = tmp_path / "run"
-    assert run_training(cfg, run) == "max_iterations reached"
-    cfg.max_iterations = None
-    assert run_training(cfg, run, resume=True) == "finished"  # checkpoint -> SmaxVectorEnv.set_state
-    assert len(built) == 2 and all(isinstance(v, SmaxVectorEnv) for v in built)
-    rows = read_metrics(run)
-    assert [r["step"] for r in rows if "train/return_mean" in r or "actor/entropy" in r][-1] == 120
-    assert any("eval/win_rate" in r for r in rows)
-
-
-# ------------------------------------------------------------------ training through the CLI
-@needs_smax
-@pytest.mark.slow
-def test_short_training_run_through_the_cli(tmp_path):
-    run = tmp_path / "run"
-    run_cli("marlopt.train", "algo=mappo", "env=smax", "map=smacv2_10_units", "n_envs=2", "rollout_length=20",
-            "total_steps=80", f"hydra.run.dir={run}", "progress=false", "eval_episodes=2", cwd=tmp_path)
-    rows = read_metrics(run)
-    final = [r for r in rows if "eval/win_rate" in r]
-    assert final and final[-1]["step"] == 80
-    assert 0.0 <= final[-1]["eval/win_rate"] <= 1.0 and final[-1]["eval/episodes"] == 2
-    assert any("train/return_mean" in r for r in rows)
+    vec.reset([1, 2])
+    single, batched = env.get_state(), vec.get_state()["envs"][0]
+    assert "marlopt.envs.smax.SMAXEnv" in _pickled_globals(single)
+    assert "marlopt.envs.smax._unpickle_env" in _pickled_globals(batched)
+    for blob in (single, batched):
+        assert not [g for g in _pickled_globals(blob) if g.startswith("marlopt.envs.smax.")
+                    and g.count(".") > 3], _pickled_globals(blob)
+        assert pickle.loads(blob).config == env.config
+    vec.close()

@@ -1,4 +1,5 @@
-"""VectorEnv: inproc == subproc == hybrid, auto-reset bookkeeping, crash restarts, exact checkpoint resume."""
+"""ProcessVectorEnv: inproc == subproc == hybrid, auto-reset bookkeeping, crash restarts, exact
+checkpoint resume."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import time
 import numpy as np
 import pytest
 
-from marlopt.envs import VecStep, VectorEnv, env_fn
-from marlopt.envs.vector import _DEFAULT_SPIN
+from marlopt.envs import ProcessVectorEnv, VecObs, VecStep, VectorEnv, env_fn
+from marlopt.envs.vector.wire import DEFAULT_SPIN
 from tests.envs.faulty_env import ToyEnv
 
 E = 4
@@ -30,7 +31,7 @@ def make_vec(fns, mode, **kw):
         kw.setdefault("n_workers", 2)
     if mode == "hybrid":
         kw.setdefault("n_workers", 1)  # envs 0, 1 stepped here; 2, 3 in the worker
-    return VectorEnv(fns, mode=mode, **kw)
+    return ProcessVectorEnv(fns, mode=mode, **kw)
 
 
 def random_actions(spec, steps, seed=0, n=E):
@@ -66,7 +67,7 @@ def test_inproc_and_subproc_trajectories_are_identical_and_match_single_envs():
     steps = results["inproc"][1]
     envs = [fn() for fn in fns]
     first = [env.reset(s) for env, s in zip(envs, [10, 11, 12, 13])]
-    assert np.array_equal(results["inproc"][0].obs, np.stack([f[0] for f in first]))
+    assert np.array_equal(results["inproc"][0].obs, np.stack([obs for obs, _, _ in first]))
     ret, length, ended = [0.0] * E, [0] * E, 0
     for t, out in enumerate(steps):
         assert out.reward.dtype == np.float32 and out.obs.dtype == np.float32
@@ -117,7 +118,7 @@ def test_mpe_inproc_equals_subproc(map_name, continuous):
 
 
 def test_hybrid_steps_a_share_of_the_envs_in_this_process():
-    with VectorEnv(toy_fns(5), mode="hybrid", n_workers=2) as vec:
+    with ProcessVectorEnv(toy_fns(5), mode="hybrid", n_workers=2) as vec:
         assert vec.local_envs == 5 // 3 == 1 and len(vec.worker_pids) == 2
         assert [(w.lo, w.hi) for w in vec._workers] == [(1, 3), (3, 5)]
         assert vec.workers_have_module("numpy") == [True, True]
@@ -127,24 +128,25 @@ def test_hybrid_steps_a_share_of_the_envs_in_this_process():
         vec.step(random_actions(vec.spec, 1, n=5)[0])
         assert local_env.get_state() != before  # env 0 lives (and stepped) in this process
     with pytest.raises(ValueError, match="hybrid.*at least 2 envs"):
-        VectorEnv(toy_fns(1), mode="hybrid")
+        ProcessVectorEnv(toy_fns(1), mode="hybrid")
 
 
 def test_spinning_is_on_only_when_every_spinner_has_a_core():
     cores = len(os.sched_getaffinity(0))
     for mode, workers in [("hybrid", 1), ("subproc", 2), ("subproc", 1)]:
-        with VectorEnv(toy_fns(3), mode=mode, n_workers=workers) as vec:
-            assert vec.spin == (_DEFAULT_SPIN if workers + 1 <= cores else 0.0), (mode, workers)
+        with ProcessVectorEnv(toy_fns(3), mode=mode, n_workers=workers) as vec:
+            assert vec.spin == (DEFAULT_SPIN if workers + 1 <= cores else 0.0), (mode, workers)
             vec.reset([0, 1, 2])  # and it steps either way
             vec.step(random_actions(vec.spec, 1, n=3)[0])
-    with VectorEnv(toy_fns(2), mode="inproc") as vec:
+    with ProcessVectorEnv(toy_fns(2), mode="inproc") as vec:
         assert vec.spin == 0.0
     with pytest.raises(ValueError, match="spin"):
-        VectorEnv(toy_fns(2), mode="subproc", spin=-1.0)
+        ProcessVectorEnv(toy_fns(2), mode="subproc", spin=-1.0)
 
 
 def test_argument_checks():
-    vec = VectorEnv(toy_fns(2))
+    vec = ProcessVectorEnv(toy_fns(2))
+    assert isinstance(vec, VectorEnv)  # implements the protocol
     with pytest.raises(RuntimeError, match="before reset"):
         vec.step(np.zeros((2, 3), np.int64))
     with pytest.raises(ValueError, match="seeds"):
@@ -157,7 +159,7 @@ def test_argument_checks():
     with pytest.raises(RuntimeError, match="closed"):
         vec.reset([1, 2])
     with pytest.raises(ValueError, match="mode"):
-        VectorEnv(toy_fns(2), mode="threads")
+        ProcessVectorEnv(toy_fns(2), mode="threads")
 
 
 # --------------------------------------------------------------------------- crashes
@@ -320,8 +322,8 @@ def test_get_set_state_reproduces_the_future(env, save_mode, load_mode):
         other.step(acts[0])
         restored = other.set_state(snapshot)
         assert not other.last_restore_reset.any()
-        for a, b in zip(restored, before[-1][:4]):  # continue from the same observations
-            assert np.array_equal(a, b)
+        for name in VecObs._fields:  # continue from the same observations
+            assert np.array_equal(getattr(restored, name), getattr(before[-1], name)), name
         replay = rollout(other, acts[4:])
     for a, b in zip(future, replay):
         for name, u, v in zip(FIELDS, a, b):
@@ -347,7 +349,7 @@ def test_unpicklable_envs_are_reset_on_restore(mode):
         restored = vec.set_state(snap)
         assert vec.last_restore_reset.tolist() == [False, False, True, False]
         assert restored.obs[2, :, 4].max() == 0 and restored.active[2].all()
-        assert np.array_equal(restored.obs[0], snap["last"][0][0])
+        assert np.array_equal(restored.obs[0], VecObs._make(snap["last"]).obs[0])
 
 
 def test_workers_do_not_import_torch_and_close_cleanly():
