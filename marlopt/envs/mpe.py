@@ -167,7 +167,7 @@ class MPEEnv(MultiAgentEnv):
 
     # ------------------------------------------------------------------ protocol
     def _observe(self) -> tuple[np.ndarray, np.ndarray]:
-        # Fresh obs/state arrays each step (two ~1 us allocations): callers may keep them.
+        # Fresh obs/state arrays each step (two small allocations): callers may keep them.
         world, observation = self._raw.world, self._raw.scenario.observation
         obs = np.zeros((self.spec.n_agents, self.spec.obs_dim), dtype=np.float32)
         state = np.empty((1, self.spec.state_dim), dtype=np.float32)

@@ -14,7 +14,7 @@ Three modes, one behaviour (same seeds + same actions => bit-identical outputs):
 - ``mode="hybrid"``: subproc workers for envs ``[m, E)`` while the calling process steps envs
   ``[0, m)`` itself *at the same time* (it would otherwise sit idle waiting for the replies);
   ``m = E // (n_workers + 1)``, an equal share, and ``n_workers`` defaults to ``cores - 1``. On
-  few cores with cheap envs (MPE: ~250 us per step) this beats both: inproc leaves the other cores
+  few cores with cheap envs (MPE; docs/benchmarks.md) this beats both: inproc leaves the other cores
   idle, subproc pays IPC for every env and leaves the parent idle.
 
 Actions are cast once, identically in every mode: discrete to int64 ``[E, N]``, continuous to

@@ -19,7 +19,7 @@ import numpy as np
 from marlopt.envs.base import EnvSpec, VecStep
 
 #: Seconds a worker (and the parent, waiting for a step reply) busy-polls its pipe before it
-#: blocks. Waking a blocked process costs 100-400 us on VMs: more than a cheap env step.
+#: blocks. Waking a blocked process can cost more than a cheap env step on VMs (docs/benchmarks.md).
 DEFAULT_SPIN = 0.01
 
 BLOCK_TAG = ord("K")  # first byte of a step reply block (a pickled error starts with 0x80)
@@ -50,7 +50,7 @@ class StepArrays(NamedTuple):
 
     def to_vec_step(self, restarts: int) -> VecStep:
         """These arrays and ``restarts`` as a ``VecStep`` (same field names, same order: tested)."""
-        return VecStep._make((*self, restarts))  # 1 us less than by keyword, on the step path
+        return VecStep._make((*self, restarts))  # positional: cheaper than by keyword, on the step path
 
 
 

@@ -56,8 +56,8 @@ def worker_main(
     if poller is not None:
         poller.register(conn.fileno(), select.POLLIN | select.POLLPRI)
     while True:
-        # Spin briefly before blocking: waking a sleeping process costs 100s of us on VMs, more
-        # than an MPE step; the next step command usually arrives within a few ms.
+        # Spin briefly before blocking: waking a sleeping process can cost more than an MPE step
+        # on VMs (docs/benchmarks.md); the next step command usually arrives within a few ms.
         if poller is not None and spin_s > 0:
             until = time.perf_counter() + spin_s
             while not poller.poll(0) and time.perf_counter() < until:
