@@ -183,10 +183,10 @@ class OnPolicyRule:
         bootstrap[-1] = last_values
         bootstrap.masked_fill_(batch.truncated, 0.0)  # a dropped episode's cut bootstraps nothing
         if tail.truncations:
-            ts = torch.from_numpy(np.concatenate([np.full(len(e), t) for t, e, _ in tail.truncations]))
-            es = torch.from_numpy(np.concatenate([e for _, e, _ in tail.truncations]))
+            ts = torch.from_numpy(np.concatenate([np.full(len(e), t) for t, e, _ in tail.truncations])).to(device)
+            es = torch.from_numpy(np.concatenate([e for _, e, _ in tail.truncations])).to(device)
             final_states = torch.from_numpy(np.concatenate([s for _, _, s in tail.truncations])).to(device)
-            h_final = None if h_after is None else h_after[ts.to(device), es.to(device)]
+            h_final = None if h_after is None else h_after[ts, es]
             bootstrap[ts, es] = self.critic.value(final_states, h_final)[0]
         batch.bootstrap_values = bootstrap
         return next_h.clone().cpu()
