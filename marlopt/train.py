@@ -32,7 +32,6 @@ def run_training(cfg: TrainConfig, run_dir: Path, resume: bool = False) -> str:
     from marlopt.algos.registry import runner_class
     from marlopt.checkpoint import load_checkpoint, resolve_checkpoint
     from marlopt.logger import RunLogger, VERSIONS_FILE, write_versions
-
     from marlopt.optim import set_speed_kit
 
     set_speed_kit(cfg.speed_kit)

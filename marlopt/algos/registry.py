@@ -133,24 +133,15 @@ def objective_fn(algo: RatioConfig) -> Any:
     return fn
 
 
-def ratio_region(algo: RatioConfig) -> tuple[float, float]:
+def ratio_region(algo: RatioConfig, objective: Any) -> tuple[float, float]:
     """The nominal ratio region ``(low, high)`` that ``ratio/frac_outside`` counts against:
-    ``algo.ratio_region``, else the objective's own (``fn.ratio_region(**kwargs)``), else
-    PPO's default ``(0.8, 1.2)``."""
+    ``algo.ratio_region``, else the loss's own (``fn.ratio_region(**kwargs)`` for the partial
+    ``objective`` that :func:`objective_fn` returned), else PPO's default ``(0.8, 1.2)``."""
     if algo.ratio_region is not None:
         low, high = algo.ratio_region
         return float(low), float(high)
-    target = _load_function(algo.objective["_target_"])
-    region = getattr(target, "ratio_region", None)
-    if region is None:
-        return 0.8, 1.2
-    kwargs = {k: v for k, v in algo.objective.items() if not k.startswith("_")}
-    return region(**kwargs)
-
-
-def _load_function(path: str) -> Any:
-    module, _, attr = path.rpartition(".")
-    return getattr(importlib.import_module(module), attr)
+    region = getattr(objective.func, "ratio_region", None)
+    return (0.8, 1.2) if region is None else region(**objective.keywords)
 
 
 def build_rule(spec: Any, algo: OnPolicyConfig, model: Any, device: Any) -> Any:

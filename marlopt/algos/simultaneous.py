@@ -65,7 +65,7 @@ class SimultaneousRule(OnPolicyRule):
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.objective = objective_fn(self.cfg)  # type: ignore[arg-type]
-        self.region = ratio_region(self.cfg)  # type: ignore[arg-type]
+        self.region = ratio_region(self.cfg, self.objective)  # type: ignore[arg-type]
 
     def actor_regulariser(self) -> Tensor | float:
         """An extra term of the actor loss (GRASP's ``-κ <θ, u*>``); none here."""
