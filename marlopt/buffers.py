@@ -7,7 +7,7 @@ every write is a copy of a no-grad tensor.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import torch
@@ -30,15 +30,20 @@ class RolloutBatch:
     truncated: Tensor  # [T, E, 1] bool (time limit, or a dropped episode's cut)
     active: Tensor  # [T, E, N] bool: the sample counts (agent alive, episode not dropped)
     starts: Tensor  # [T, E, 1] float: 1 where an episode starts at step t (hidden state zeroed)
-    h_actor: Tensor  # [T, E, N, H] actor hidden state before step t
+    h_actor: Tensor  # [T, E, N, H] rollout actor's hidden state before step t (MAGPO's guider: [T, E, 1, H])
     # Filled by the update rule's value estimation (the runner stores none of them):
     values: Tensor | None = None  # [T, E, R] critic output (normalised space)
     bootstrap_values: Tensor | None = None  # [T, E, R] V(state after step t) (normalised space); see gae
     h_critic: Tensor | None = None  # [T, E, R, H] critic hidden state before step t (recurrent critic)
+    # Per-step tensors [T, E, ...] a rule adds in its value estimation for its own update
+    # (MAGPO: the rollout learner's log-probs of the taken actions and its hidden states)
+    extras: dict[str, Tensor] = field(default_factory=dict)
 
     def to(self, device: torch.device | str) -> "RolloutBatch":
-        return RolloutBatch(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name).to(device)
-                               for f in fields(self)})
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        moved = {k: v if v is None or k == "extras" else v.to(device) for k, v in out.items()}
+        moved["extras"] = {k: v.to(device) for k, v in self.extras.items()}
+        return RolloutBatch(**moved)
 
 
 @dataclass
@@ -54,7 +59,10 @@ class RolloutTail:
 class RolloutBuffer:
     """Holds one :class:`RolloutBatch` and fills it step by step."""
 
-    def __init__(self, spec: EnvSpec, n_envs: int, length: int, actor_hidden: int, device: torch.device | str):
+    def __init__(self, spec: EnvSpec, n_envs: int, length: int, actor_hidden: int, device: torch.device | str,
+                 hidden_rows: int | None = None):
+        """``hidden_rows``: rows of the rollout actor's memory per env (N for decentralised actors,
+        1 for MAGPO's guider, whose memory is one per env)."""
         t, e, n = length, n_envs, spec.n_agents
         z = dict(device=device)
         act_shape = (t, e, n, spec.n_actions) if spec.continuous else (t, e, n)
@@ -69,7 +77,7 @@ class RolloutBuffer:
             truncated=torch.zeros(t, e, 1, dtype=torch.bool, **z),
             active=torch.zeros(t, e, n, dtype=torch.bool, **z),
             starts=torch.zeros(t, e, 1, **z),
-            h_actor=torch.zeros(t, e, n, actor_hidden, **z),
+            h_actor=torch.zeros(t, e, n if hidden_rows is None else hidden_rows, actor_hidden, **z),
         )
         self.length = length
         # On the CPU, per-step writes go through numpy views of the same memory: a numpy slice
@@ -77,7 +85,7 @@ class RolloutBuffer:
         # rollout makes ~10 per step.
         self._arrays = (
             {f.name: getattr(self.batch, f.name).numpy() for f in fields(self.batch)
-             if getattr(self.batch, f.name) is not None}
+             if isinstance(getattr(self.batch, f.name), torch.Tensor)}
             if torch.device(device).type == "cpu" else None
         )
 

@@ -195,6 +195,32 @@ class SequentialConfig(OnPolicyConfig):
 
 
 @dataclass
+class GuidedConfig(OnPolicyConfig):
+    """MAGPO (and CTDS as its special case): a centralised autoregressive guider collects the data
+    and is trained with the double clip and the masked KL; the decentralised learner, the policy
+    that is deployed and evaluated, distils the guider plus ``rl_coef`` × a PPO term
+    (docs/algorithms/magpo.md). ``lr`` is the learner's learning rate."""
+
+    guider_input: str = "joint_obs"  # joint_obs (the paper: all observations, concatenated) | state
+    clip: float = 0.2  # PPO's ε, in both losses
+    delta: float = 1.5  # band (1/δ, δ) on μ/π outside which the KL term pulls the guider back; .inf = CTDS
+    rl_coef: float = 1.0  # λ: weight of the learner's PPO term (0 = pure distillation, CTDS)
+    guider_lr: Optional[float] = None  # the guider's Adam learning rate; null = lr
+    learner_entropy_coef: float = 0.0  # entropy bonus of the learner loss (the guider's is entropy_coef)
+    eval_guider: bool = True  # evaluations also run the guider greedily (eval/guider_return_mean)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _one_of(self.guider_input, ("joint_obs", "state"), "algo.guider_input")
+        _positive(self.clip, "algo.clip")
+        _require(self.delta > 1, "algo.delta", f"must be > 1, or .inf for CTDS (got {self.delta})")
+        _nonnegative(self.rl_coef, "algo.rl_coef")
+        if self.guider_lr is not None:
+            _positive(self.guider_lr, "algo.guider_lr")
+        _nonnegative(self.learner_entropy_coef, "algo.learner_entropy_coef")
+
+
+@dataclass
 class EnvConfig:
     """Which env and map, and how the vector env runs. Map YAMLs fill ``map_name``/``map_envs``."""
 

@@ -21,7 +21,8 @@ def evaluate_policy(
 
     Returns ``return_mean``/``return_std``/``length_mean`` and ``win_rate`` where the env has wins.
     The env loop is in-process; the policy sees only numpy (the :class:`~marlopt.policy.Policy`
-    protocol), whatever trained it.
+    protocol), whatever trained it. A centralised policy (``policy.centralised``, e.g. MAGPO's
+    guider) also gets the env state, ``act(..., env_state=state[E, S, D])``.
     """
     import torch
 
@@ -30,7 +31,8 @@ def evaluate_policy(
         n = envs.num_envs
         quota = np.array([episodes // n + (i < episodes % n) for i in range(n)])
         first = envs.reset(seeds[:n])
-        obs, avail = first.obs, first.avail
+        obs, avail, env_state = first.obs, first.avail, first.state
+        centralised = getattr(policy, "centralised", False)
         state = policy.initial_state(n)
         returns: list[float] = []
         lengths: list[float] = []
@@ -38,7 +40,8 @@ def evaluate_policy(
         done_count = np.zeros(n, dtype=np.int64)
         with torch.inference_mode():
             while (done_count < quota).any():
-                actions, state = policy.act(obs, avail, state, greedy=greedy)
+                extra = {"env_state": env_state} if centralised else {}
+                actions, state = policy.act(obs, avail, state, greedy=greedy, **extra)
                 step = envs.step(actions)
                 ended = step.terminated | step.truncated
                 state = reset_finished(policy, state, ended | step.dropped)
@@ -49,7 +52,7 @@ def evaluate_policy(
                         lengths.append(float(step.episode_length[e]))
                         if envs.spec.has_won:
                             wins.append(float(step.won[e]))
-                obs, avail = step.obs, step.avail
+                obs, avail, env_state = step.obs, step.avail, step.state
     finally:
         envs.close()
     out = {"return_mean": float(np.mean(returns)), "return_std": float(np.std(returns)),

@@ -3,8 +3,8 @@
     python scripts/bench_update.py [--repeats 7] [--device cpu] [--out docs/bench/update_times.json]
 
 One real rollout batch of MPE ``simple_spread`` (3 agents) is collected once; then each update rule
-(MAPPO, HAPPO, HATRPO, GRASP — same network sizes, same epochs and minibatches) runs ``update`` on
-that same batch, interleaved round-robin over ``--repeats`` rounds so that machine load affects
+(MAPPO, HAPPO, HATRPO, GRASP, MAGPO — same network sizes, same epochs and minibatches) runs ``update``
+on that same batch (MAGPO on a batch of the same size that its guider collected), interleaved round-robin over ``--repeats`` rounds so that machine load affects
 all alike; the median time per rule and the ratio to MAPPO are reported. Then
 ``min_norm_coefficients`` is timed on random gradients for n = 3, 10, 27 agents (p = 50k) against
 the cvxpy reference.
@@ -36,7 +36,11 @@ RULES = {  # every rule with the same epochs / minibatches
     "happo": ["algo=happo", "algo.critic_epochs=5"],
     "hatrpo": ["algo=hatrpo", "algo.critic_epochs=5"],
     "grasp": ["algo=grasp", "model.sharing=hybrid"],
+    "magpo": ["algo=magpo", "model.sharing=shared"],  # guider + learner + critic
 }
+#: Rules whose batch carries more than the runner's common fields (MAGPO: the guider acted, and the
+#: learner's rollout pass is in ``batch.extras``): they collect their own batch of the same size.
+OWN_BATCH = {"magpo"}
 
 
 def build(setting: str, rule: str, device: str) -> OnPolicyRunner:
@@ -49,7 +53,11 @@ def time_updates(setting: str, repeats: int, device: str) -> dict[str, float]:
     runners = {name: build(setting, name, device) for name in RULES}
     base = runners["mappo"]
     base.collect()
-    batch = base.buffer.batch if device == "cpu" else base.buffer.batch.to(device)
+    batches = {}
+    for name, runner in runners.items():
+        if name in OWN_BATCH:
+            runner.collect()
+        batches[name] = runner.batch if name in OWN_BATCH else base.batch
     states = {name: copy.deepcopy(r.rule.state_dict()) for name, r in runners.items()}
     times: dict[str, list[float]] = {name: [] for name in RULES}
     for _ in range(repeats):
@@ -59,7 +67,7 @@ def time_updates(setting: str, repeats: int, device: str) -> dict[str, float]:
             if device != "cpu":
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
-            runner.rule.update(copy.copy(batch))
+            runner.rule.update(copy.copy(batches[name]))
             if device != "cpu":
                 torch.cuda.synchronize()
             times[name].append(time.perf_counter() - t0)

@@ -7,8 +7,10 @@
 Each run goes to ``runs/compare/<name>/<algo>/seed<k>`` (skipped when already finished). The
 report gives, per algorithm, the final greedy evaluation return (mean over seeds ± a Student-t 95%
 interval — with 3 seeds the t quantile is 4.30, not 1.96) and the mean training return over the
-last 20% of frames, writes ``docs/<name>.json`` and plots ``docs/<name>_return.png`` and, for the
-ratio diagnostics, ``docs/<name>_ratios.png``.
+last 20% of frames (and the guider's greedy return for MAGPO/CTDS), writes ``docs/<name>.json``
+and plots ``docs/<name>_return.png`` (``--curve``: the metric of the curves, e.g. ``eval/return_mean``
+for greedy evaluation curves; ``--random-episodes``: a uniformly random policy's return as the
+floor) and, for the ratio diagnostics, ``docs/<name>_ratios.png``.
 """
 
 from __future__ import annotations
@@ -66,7 +68,39 @@ def curve(rows: list[dict], key: str, grid: np.ndarray) -> np.ndarray:
     return np.interp(grid, steps, vals)
 
 
-def report(name: str, algos: list[str], seeds: list[int], title: str) -> dict:
+def random_policy_return(overrides: list[str], episodes: int, seed: int = 0) -> dict:
+    """Mean ± t95 team return of the uniformly random policy (over available actions) on the env
+    that ``overrides`` select: the floor every learning curve is read against."""
+    sys.path.insert(0, str(REPO))
+    from marlopt.cli import compose
+    from marlopt.config import to_objects
+    from marlopt.envs import env_fn
+
+    cfg = to_objects(compose(["progress=false", *overrides]))
+    env = env_fn(cfg.env.name, cfg.env.map_name, cfg.env.maker_options())()
+    rng = np.random.default_rng(seed)
+    returns = []
+    try:
+        for k in range(episodes):
+            _, _, avail = env.reset(seed + k)
+            total, done = 0.0, False
+            while not done:
+                if env.spec.continuous:
+                    actions = rng.uniform(-1.0, 1.0, size=(env.spec.n_agents, env.spec.n_actions)).astype(np.float32)
+                else:
+                    actions = np.array([rng.choice(np.flatnonzero(row)) for row in avail])
+                step = env.step(actions)
+                total += step.reward
+                avail, done = step.avail, step.terminated or step.truncated
+            returns.append(total)
+    finally:
+        env.close()
+    mean, half = t_interval(returns)
+    return {"episodes": episodes, "return_mean": mean, "return_ci95": half}
+
+
+def report(name: str, algos: list[str], seeds: list[int], title: str, curve_key: str = "train/return_mean",
+           random: dict | None = None) -> dict:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -91,7 +125,11 @@ def report(name: str, algos: list[str], seeds: list[int], title: str) -> dict:
         summary[algo] = {"seeds": len(finals), "eval_return_mean": mean, "eval_return_ci95": half,
                          "eval_win_rate": None if None in wins else float(np.mean(wins)),
                          "eval_returns": finals, "train_return_last20pct": late_mean, "train_return_ci95": late_half}
-        curves = np.stack([curve(r, "train/return_mean", grid) for r in per_seed.values()])
+        guider = [r[-1].get("eval/guider_return_mean") for r in per_seed.values()]
+        if None not in guider:  # MAGPO/CTDS: the centralised guider, evaluated beside the learner
+            g_mean, g_half = t_interval(guider)
+            summary[algo].update({"guider_eval_return_mean": g_mean, "guider_eval_return_ci95": g_half})
+        curves = np.stack([curve(r, curve_key, grid) for r in per_seed.values()])
         m = curves.mean(0)
         ax.plot(grid, m, label=f"{algo} (n={len(finals)})")
         if len(finals) > 1:
@@ -102,8 +140,11 @@ def report(name: str, algos: list[str], seeds: list[int], title: str) -> dict:
                 rc = np.stack([curve(r, key, grid) for r in per_seed.values()])
                 axes_r[k].plot(grid, rc.mean(0), label=algo)
                 summary[algo][key.replace("/", "_") + "_extreme"] = float(rc.max() if k == 0 else rc.min())
+    if random is not None:
+        ax.axhline(random["return_mean"], color="grey", linestyle=":", label="uniform random policy")
     ax.set_xlabel("env frames")
-    ax.set_ylabel("training return (team)")
+    ax.set_ylabel({"train/return_mean": "training return (team)",
+                   "eval/return_mean": "greedy evaluation return (team)"}.get(curve_key, curve_key))
     ax.set_title(title)
     ax.legend()
     fig.tight_layout()
@@ -117,7 +158,10 @@ def report(name: str, algos: list[str], seeds: list[int], title: str) -> dict:
         axes_r[1].set_yscale("log")
         fig_r.tight_layout()
         fig_r.savefig(docs / f"{name}_ratios.png", dpi=110)
-    (docs / f"{name}.json").write_text(json.dumps({"frames": frames, "title": title, "results": summary}, indent=2) + "\n")
+    out = {"frames": frames, "title": title, "curve": curve_key, "results": summary}
+    if random is not None:
+        out["random_policy"] = random
+    (docs / f"{name}.json").write_text(json.dumps(out, indent=2) + "\n")
     return summary
 
 
@@ -129,6 +173,11 @@ def main() -> None:
     p.add_argument("--frames", type=int, default=100_000)
     p.add_argument("--title", default="")
     p.add_argument("--report", action="store_true", help="only aggregate and plot existing runs")
+    p.add_argument("--curve", default="train/return_mean",
+                   help="metric of the learning curves (eval/return_mean: the greedy deployed policy; "
+                        "needs eval_interval=... among the overrides)")
+    p.add_argument("--random-episodes", type=int, default=0,
+                   help="also measure a uniformly random policy over this many episodes")
     p.add_argument("overrides", nargs="*", help="config overrides after --, e.g. env=mpe map=simple_spread")
     args = p.parse_args()
     if not args.report:
@@ -136,7 +185,8 @@ def main() -> None:
             for algo in args.algos:
                 secs = launch(args.name, algo, seed, args.frames, args.overrides)
                 print(f"{algo} seed {seed}: {secs:.0f} s", flush=True)
-    summary = report(args.name, args.algos, args.seeds, args.title or args.name)
+    random = random_policy_return(args.overrides, args.random_episodes) if args.random_episodes else None
+    summary = report(args.name, args.algos, args.seeds, args.title or args.name, args.curve, random)
     print("| algo | seeds | greedy eval return (mean ± t95) | train return, last 20% |")
     print("|---|---|---|---|")
     for algo, s in summary.items():

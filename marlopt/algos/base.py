@@ -5,6 +5,7 @@ the acting loop and the buffer. What the runner calls:
 
 - ``rollout_actor`` — the network that acts during rollouts (MAGPO: its centralised guider),
 - ``eval_policy()`` — the deployed :class:`~marlopt.policy.Policy` (MAGPO: the decentralised learner),
+  and ``extra_eval_policies()`` — others worth evaluating beside it (MAGPO: the guider),
 - ``initial_value_state(n_envs)`` and ``estimate_values(batch, value_state, tail)`` — the critic's
   values, hidden states and time-limit bootstraps of a finished rollout, in one batched pass,
 - ``update(batch) -> metrics`` — one iteration's optimisation on a :class:`RolloutBatch`,
@@ -64,7 +65,7 @@ class Chunks:
             if isinstance(x, Tensor):
                 x = x[index] if f.name.startswith("h_") else x[:, index]
             out[f.name] = x
-        return Chunks(**out)
+        return type(self)(**out)
 
     @property
     def active_mask(self) -> Tensor | None:
@@ -151,9 +152,15 @@ class OnPolicyRule:
         """The deployed policy (evaluation, ``marlopt.evaluate``, ``marlopt.load_policy``)."""
         return ActorPolicy(self.eval_actor)
 
+    def extra_eval_policies(self) -> dict[str, Any]:
+        """Policies evaluated beside the deployed one, by metric prefix (MAGPO: ``{"guider_": ...}``
+        gives ``eval/guider_return_mean``); none here."""
+        return {}
+
     def initial_value_state(self, n_envs: int) -> Tensor:
-        """The critic's memory at the start of training, ``[E, R, H]`` on the CPU (the runner keeps
-        it between rollouts and in checkpoints; ``H = 0`` for a feed-forward critic)."""
+        """The rule's memory between rollouts, ``[E, ...]`` on the CPU: here the critic's, ``[E, R, H]``
+        (``H = 0`` for a feed-forward critic). The runner keeps it between rollouts and in
+        checkpoints, and zeroes an env's row where that env restarts; it reads nothing else of it."""
         return self.critic.initial_hidden(n_envs)
 
     @torch.no_grad()

@@ -24,6 +24,7 @@ from marlopt.config import (
     AlgoConfig,
     ConfigError,
     GraspConfig,
+    GuidedConfig,
     OnPolicyConfig,
     RatioConfig,
     SequentialConfig,
@@ -68,6 +69,7 @@ def register_runner(family: str, target: str | type) -> None:
 register_rule("simultaneous", "marlopt.algos.simultaneous:SimultaneousRule", RatioConfig, "on_policy")
 register_rule("consensus", "marlopt.algos.consensus:ConsensusRule", GraspConfig, "on_policy")
 register_rule("sequential", "marlopt.algos.sequential:SequentialRule", SequentialConfig, "on_policy")
+register_rule("guided", "marlopt.algos.guided:GuidedRule", GuidedConfig, "on_policy")
 register_runner("on_policy", "marlopt.runners.on_policy:OnPolicyRunner")
 
 

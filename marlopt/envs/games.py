@@ -1,8 +1,9 @@
-"""Tiny deterministic one-step matrix games: built-in envs for fast learning tests.
+"""The built-in ``games`` maps: tiny one-step matrix games and the MAGPO paper's CoordSum tasks.
 
-Every episode is a single step: both agents see a constant observation ``[1.0]``, act once, get
-the team reward ``PAYOFFS[map][a_1, a_0]`` (rows = agent 1, columns = agent 0) and the episode
-ends with ``terminated=True`` (a true end: nothing to bootstrap). ``episode_limit`` is 1.
+Matrix games (this module): every episode is a single step: every agent sees a constant
+observation ``[1.0]``, acts once, the team gets the reward ``PAYOFFS[map][a_{n-1}, ..., a_1, a_0]``
+(two agents: rows = agent 1, columns = agent 0) and the episode ends with ``terminated=True`` (a true
+end: nothing to bootstrap). ``episode_limit`` is 1; the number of agents is the payoff's rank.
 
 Maps:
 
@@ -17,9 +18,16 @@ Maps:
 - ``harl_example1`` (HARL's Example 1; actions {0, 1}): ``r(0,0)=0, r(0,1)=r(1,0)=2, r(1,1)=-1``.
   The optimum is 2 (agents pick different actions); simultaneous updates from ``π(0) > 0.6``
   can lower the return, sequential (HAPPO) updates do not.
+- ``sum_to_10`` (MAGPO paper §3): 3 agents, actions {0..10}, reward 1 iff the actions sum to 10.
+  A deterministic decentralised policy (``[4, 3, 3]``) is optimal; a joint policy that randomises
+  agent 0 over {3, 4} and lets agent 2 compensate is optimal too, but cannot be distilled into
+  independent policies (the failure of CTDS that MAGPO's band prevents).
+- ``coordsum_3x10_30``, ``coordsum_3x30_50``, ``coordsum_5x20_80``, ``coordsum_8x15_100`` (MAGPO
+  App. B; ``marlopt.envs.coordsum``): 100-step episodes, the agents' actions must sum to a random
+  target while an opponent tries to guess agent 0's action.
 
-The state is the same constant, one row (``state_per_agent`` False). There is no RNG: ``seed`` is
-accepted and ignored.
+The matrix games' state is the same constant, one row (``state_per_agent`` False). They have no
+RNG: ``seed`` is accepted and ignored.
 """
 
 from __future__ import annotations
@@ -28,17 +36,22 @@ from typing import Any
 
 import numpy as np
 
+from marlopt.envs import coordsum
 from marlopt.envs.base import EnvSpec, MultiAgentEnv, StepResult
 
-# PAYOFFS[map][a_1, a_0]: rows = agent index 1, columns = agent index 0. Read-only.
+_SUMS_OF_THREE = np.add.outer(np.add.outer(np.arange(11), np.arange(11)), np.arange(11))
+
+# PAYOFFS[map][a_{n-1}, ..., a_0] (two agents: rows = agent index 1, columns = agent index 0). Read-only.
 PAYOFFS: dict[str, np.ndarray] = {
     "gpvd_matrix": np.array([[8, -12, -12], [-12, 6, 0], [-12, 0, 6]], dtype=np.float32),
     "harl_example1": np.array([[0, 2], [2, -1]], dtype=np.float32),
+    "sum_to_10": (_SUMS_OF_THREE == 10).astype(np.float32),
 }
 for _payoff in PAYOFFS.values():
     _payoff.setflags(write=False)
 
-MAPS = tuple(PAYOFFS)
+#: Every ``games`` map: the matrix games, then the CoordSum maps of ``marlopt.envs.coordsum``.
+MAPS = (*PAYOFFS, *coordsum.MAPS)
 
 
 def optimal_value(map_name: str) -> float:
@@ -47,16 +60,16 @@ def optimal_value(map_name: str) -> float:
 
 
 class MatrixGameEnv(MultiAgentEnv):
-    """A one-step, two-agent cooperative matrix game (see the module docstring)."""
+    """A one-step cooperative matrix game of ``payoff.ndim`` agents (see the module docstring)."""
 
     def __init__(self, map_name: str) -> None:
         if map_name not in PAYOFFS:
             raise ValueError(f"unknown matrix game {map_name!r}; valid maps: {list(MAPS)}")
         self.map_name = map_name
         self.payoff = PAYOFFS[map_name]
-        n_actions = int(self.payoff.shape[0])
+        n_agents, n_actions = self.payoff.ndim, int(self.payoff.shape[0])
         self.spec = EnvSpec(
-            n_agents=2,
+            n_agents=n_agents,
             obs_dim=1,
             state_dim=1,
             n_actions=n_actions,
@@ -64,14 +77,14 @@ class MatrixGameEnv(MultiAgentEnv):
             continuous=False,
             state_per_agent=False,
             has_won=False,
-            agent_names=("agent_0", "agent_1"),
+            agent_names=tuple(f"agent_{i}" for i in range(n_agents)),
         )
         self._done = True
         # Constant outputs, read-only so they can be shared between steps without copies.
-        self._obs = np.ones((2, 1), dtype=np.float32)
+        self._obs = np.ones((n_agents, 1), dtype=np.float32)
         self._state = np.ones((1, 1), dtype=np.float32)
-        self._avail = np.ones((2, n_actions), dtype=bool)
-        self._active = np.ones(2, dtype=bool)
+        self._avail = np.ones((n_agents, n_actions), dtype=bool)
+        self._active = np.ones(n_agents, dtype=bool)
         for array in (self._obs, self._state, self._avail, self._active):
             array.setflags(write=False)
 
@@ -83,21 +96,23 @@ class MatrixGameEnv(MultiAgentEnv):
         if self._done:
             raise RuntimeError("MatrixGameEnv.step called before reset() or after the episode ended")
         acts = np.asarray(actions).reshape(-1).tolist()
-        n = self.spec.n_actions
-        if len(acts) != 2 or not all(float(a).is_integer() and 0 <= a < n for a in acts):
-            raise ValueError(f"{self.map_name} needs 2 actions in 0..{n - 1}, got {acts}")
-        reward = float(self.payoff[int(acts[1]), int(acts[0])])
+        n, a = self.spec.n_agents, self.spec.n_actions
+        if len(acts) != n or not all(float(x).is_integer() and 0 <= x < a for x in acts):
+            raise ValueError(f"{self.map_name} needs {n} actions in 0..{a - 1}, got {acts}")
+        reward = float(self.payoff[tuple(int(x) for x in reversed(acts))])
         self._done = True
         info = {"active": self._active}
         return StepResult(self._obs, self._state, self._avail, reward, True, False, info)
 
 
-def make(map_name: str, continuous: bool = False, **options: Any) -> MatrixGameEnv:
-    """Build a matrix game; the only option is ``continuous`` (must be False)."""
-    if map_name not in PAYOFFS:
-        raise ValueError(f"unknown matrix game {map_name!r}; valid maps: {list(MAPS)}")
+def make(map_name: str, continuous: bool = False, **options: Any) -> MultiAgentEnv:
+    """Build a ``games`` map (see ``MAPS``); the only option is ``continuous`` (must be False)."""
+    if map_name not in MAPS:
+        raise ValueError(f"unknown games map {map_name!r}; valid maps: {list(MAPS)}")
     if continuous:
         raise ValueError(f"map {map_name} has discrete actions only (continuous=True given)")
     if options:
         raise ValueError(f"unknown games option(s) {sorted(options)}; valid options: ['continuous']")
+    if map_name in coordsum.MAPS:
+        return coordsum.make(map_name)
     return MatrixGameEnv(map_name)

@@ -102,22 +102,27 @@ class Actor(nn.Module):
         return MaskedCategorical(out, avail)
 
     def features(
-        self, obs: Tensor, h: Tensor | None, starts: Tensor | None, agent: int | None = None
+        self, obs: Tensor, h: Tensor | None, starts: Tensor | None, agent: int | None = None,
+        hidden_sequence: list[Tensor] | None = None,
     ) -> tuple[Tensor, Tensor | None]:
-        """``obs[L, B, N, O] -> feats[L, B, N, F]``; the GRU starts from ``h[B, N, H]``."""
+        """``obs[L, B, N, O] -> feats[L, B, N, F]``; the GRU starts from ``h[B, N, H]``.
+        ``hidden_sequence`` (a list to fill): receives the GRU state after every step."""
         if agent is not None and obs.shape[-2] != 1:
             raise ValueError(f"agent={agent} needs that agent's inputs alone, obs[..., 1, O]; got {tuple(obs.shape)}")
         if self.use_agent_id:
             obs = with_agent_id(obs, self.n_agents, agent)
         # no hooks here: skip nn.Module's call machinery
-        return self.trunk.forward(obs, h, starts, None, agent)
+        return self.trunk.forward(obs, h, starts, hidden_sequence, agent)
 
     def act(
-        self, obs: Tensor, avail: Tensor | None, h: Tensor | None, deterministic: bool = False
+        self, obs: Tensor, avail: Tensor | None, h: Tensor | None, deterministic: bool = False,
+        env_state: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Tensor | None]:
         """One rollout step for ``obs[B, N, O]``: returns ``(actions, logp[B, N], h')``.
 
-        ``avail[B, N, A]``: available actions (``None``: all of them). Runs in inference mode.
+        ``avail[B, N, A]``: available actions (``None``: all of them). ``env_state`` is ignored (a
+        decentralised actor; a centralised rollout actor such as MAGPO's guider reads it). Runs in
+        inference mode.
         """
         if not torch.is_inference_mode_enabled():  # rollouts already are: skip the context's cost
             with torch.inference_mode():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from marlopt.objectives._masked import MAX_LOG_RATIO, masked_mean, masked_mean_std, ratio
 from marlopt.objectives.happo import a2c_loss, happo_loss
+from marlopt.objectives.magpo import magpo_band_stats, magpo_guider_loss, magpo_learner_loss
 from marlopt.objectives.mars import (
     additive_targets,
     mars_loss,
@@ -59,6 +60,10 @@ __all__ = [
     # HAPPO / HAA2C
     "happo_loss",
     "a2c_loss",
+    # MAGPO (CTDS: delta=inf, rl_coef=0)
+    "magpo_guider_loss",
+    "magpo_learner_loss",
+    "magpo_band_stats",
     # critic
     "value_loss",
     "huber",

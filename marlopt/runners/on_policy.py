@@ -121,7 +121,8 @@ class OnPolicyRunner:
         self.on_cpu = self.device.type == "cpu"
         self._refresh_rollout_actor()
         t, e = cfg.rollout_length, cfg.n_envs
-        self.buffer = RolloutBuffer(spec, e, t, self.actor.hidden_size, CPU)
+        self.buffer = RolloutBuffer(spec, e, t, self.actor.hidden_size, CPU,
+                                    hidden_rows=getattr(self.actor, "hidden_rows", spec.n_agents))
         self.batch: RolloutBatch = self.buffer.batch  # the last rollout, on the training device
         self.frames_per_iteration = t * e
         self.total_frames = int(cfg.total_steps)
@@ -178,7 +179,8 @@ class OnPolicyRunner:
             if self.actor.hidden_size:
                 buf.insert(t, h_actor=c["h_actor"])
             # an all-true mask changes nothing (same logits, same draws): leave it out
-            actions, logp, h_actor = self.actor.act(c["obs"], None if all_avail else c["avail"], c["h_actor"])
+            actions, logp, h_actor = self.actor.act(c["obs"], None if all_avail else c["avail"], c["h_actor"],
+                                                    env_state=c["state"])
             actions_np = actions.numpy()
             step = self.envs.step(actions_np)
             buf.insert(t, actions=actions_np, logp=logp, rewards=step.reward[:, None],
@@ -262,10 +264,14 @@ class OnPolicyRunner:
             self._next_eval = (self.frames // self.cfg.eval_interval + 1) * self.cfg.eval_interval
 
     def evaluate(self, episodes: int | None = None) -> dict[str, float]:
+        """Greedy episodes of the deployed policy (and of the rule's extra policies, prefixed)."""
         episodes = episodes or self.cfg.eval_episodes
         n = min(episodes, self.cfg.eval_envs or 16)
-        return evaluate_policy(self.rule.eval_policy(), self.env_fns[:1] * n, episodes,
-                               env_seeds(self.cfg.seed, n, offset=EVAL_OFFSET))
+        seeds = env_seeds(self.cfg.seed, n, offset=EVAL_OFFSET)
+        out = evaluate_policy(self.rule.eval_policy(), self.env_fns[:1] * n, episodes, seeds)
+        for prefix, policy in self.rule.extra_eval_policies().items():
+            out.update({f"{prefix}{k}": v for k, v in evaluate_policy(policy, self.env_fns[:1] * n, episodes, seeds).items()})
+        return out
 
     def message(self, text: str) -> None:
         if getattr(self, "logger", None) is not None:

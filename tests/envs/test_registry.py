@@ -44,7 +44,8 @@ def test_unknown_env_lists_valid_names():
     "env_name, maps",
     [
         ("mpe", ["simple_reference", "simple_speaker_listener", "simple_spread"]),
-        ("games", ["gpvd_matrix", "harl_example1"]),
+        ("games", ["gpvd_matrix", "harl_example1", "sum_to_10", "coordsum_3x10_30", "coordsum_3x30_50",
+                   "coordsum_5x20_80", "coordsum_8x15_100"]),
     ],
 )
 def test_unknown_map_lists_the_env_maps(env_name, maps):

@@ -92,7 +92,8 @@ def test_batched_critic_pass_equals_a_step_by_step_critic(tmp_path, critic_agent
 def test_rollout_stores_what_the_envs_returned_and_the_actor_chose(tmp_path, map_name):
     """Step by step against the env outputs and the actor's calls: obs/avail/active/state at t,
     the chosen actions and log-probabilities, rewards and episode ends, the episode-start flags
-    and the recurrent state zeroed after an episode ends. The actor gets ``avail=None`` exactly
+    and the recurrent state zeroed after an episode ends; the env state is passed to the acting
+    network (``env_state``). The actor gets ``avail=None`` exactly
     when every action is available (spread), the real mask otherwise (the speaker's padding)."""
     import torch
 
@@ -105,9 +106,9 @@ def test_rollout_stores_what_the_envs_returned_and_the_actor_chose(tmp_path, map
     original_step, original_act = runner.envs.step, runner.actor.act
     runner.envs.step = lambda a: steps.append(original_step(a)) or steps[-1]
 
-    def act(obs, avail, h):
-        out = original_act(obs, avail, h)
-        calls.append((obs.clone(), None if avail is None else avail.clone(), h.clone(), *out))
+    def act(obs, avail, h, env_state):
+        out = original_act(obs, avail, h, env_state=env_state)
+        calls.append((obs.clone(), None if avail is None else avail.clone(), h.clone(), env_state.clone(), *out))
         return out
 
     runner.actor.act = act
@@ -116,7 +117,7 @@ def test_rollout_stores_what_the_envs_returned_and_the_actor_chose(tmp_path, map
         steps.clear(), calls.clear()
         runner.collect()
         b = runner.buffer.batch
-        for t, (step, (obs, avail, h, actions, logp, h_out)) in enumerate(zip(steps, calls)):
+        for t, (step, (obs, avail, h, env_state, actions, logp, h_out)) in enumerate(zip(steps, calls)):
             prev = first if t == 0 else {"obs": torch.from_numpy(steps[t - 1].obs),
                                          "state": torch.from_numpy(steps[t - 1].state),
                                          "avail": torch.from_numpy(steps[t - 1].avail),
@@ -124,6 +125,7 @@ def test_rollout_stores_what_the_envs_returned_and_the_actor_chose(tmp_path, map
             for key in ("obs", "state", "avail", "active"):
                 assert torch.equal(getattr(b, key)[t], prev[key]), (key, t)
             assert torch.equal(obs, b.obs[t]) and torch.equal(h, b.h_actor[t])
+            assert torch.equal(env_state, b.state[t])  # a centralised rollout actor (MAGPO's guider) reads it
             if bool(b.avail[t].all()):
                 assert avail is None
             else:
