@@ -131,13 +131,18 @@ def report(name: str, algos: list[str], seeds: list[int], title: str, curve_key:
             summary[algo].update({"guider_eval_return_mean": g_mean, "guider_eval_return_ci95": g_half})
         curves = np.stack([curve(r, curve_key, grid) for r in per_seed.values()])
         m = curves.mean(0)
-        ax.plot(grid, m, label=f"{algo} (n={len(finals)})")
+        line, = ax.plot(grid, m, label=f"{algo} (n={len(finals)})")
+        if curve_key == "eval/return_mean" and None not in guider:  # the guider's greedy curve, dashed
+            g = np.stack([curve(r, "eval/guider_return_mean", grid) for r in per_seed.values()]).mean(0)
+            ax.plot(grid, g, linestyle="--", color=line.get_color(), label=f"{algo} guider")
         if len(finals) > 1:
             _, h = zip(*[t_interval(list(c)) for c in curves.T])
             ax.fill_between(grid, m - np.asarray(h), m + np.asarray(h), alpha=0.2)
         if has_ratios:
             for k, key in enumerate(("ratio/max", "ratio/min")):
                 rc = np.stack([curve(r, key, grid) for r in per_seed.values()])
+                if np.isnan(rc).all():  # a rule without ratio diagnostics (HAPPO, MAGPO)
+                    continue
                 axes_r[k].plot(grid, rc.mean(0), label=algo)
                 summary[algo][key.replace("/", "_") + "_extreme"] = float(rc.max() if k == 0 else rc.min())
     if random is not None:

@@ -83,7 +83,23 @@ class Guider(nn.Module):
         return MaskedCategorical(logits, avail)
 
     def _decode(self, feats: Tensor, ids: Tensor, prev: Tensor) -> Tensor:
-        x, _ = self.decoder.forward(torch.cat([feats, ids, prev], dim=-1), None, None)
+        """Logits from ``decoder([feats, ids, prev])``, with the first layer split by its input
+        blocks: ``W [f; id; prev] + b = W_f f + (W_rest [id; prev] + b)``. The encoder features are the
+        same for every agent of an env, so ``W_f f`` runs once per env (``feats[..., 1, F]``
+        broadcasts over the agent rows) instead of once per agent: the same function and parameters
+        as the plain decoder (tested), a third fewer multiply-adds in the guider's widest layer."""
+        (first, norm), *rest = self.decoder._layers
+        width = feats.shape[-1]
+        x = F.linear(feats, first.weight[:, :width]) + F.linear(
+            torch.cat([ids, prev], dim=-1), first.weight[:, width:], first.bias)  # type: ignore[index]
+        act = self.decoder.act
+        x = act(x)  # in place on the fresh sum
+        if norm is not None:
+            x = norm.forward(x)
+        for linear, norm in rest:
+            x = act(linear.forward(x))
+            if norm is not None:
+                x = norm.forward(x)
         return self.head.forward(x)
 
     # -- rollouts: one agent after another -------------------------------------------------------
@@ -121,9 +137,8 @@ class Guider(nn.Module):
         feats, _ = self.encoder.forward(self.inputs(obs, env_state), h0, starts)  # [L, B, 1, F]
         n = self.n_agents
         prev = self.encode_actions(actions).unsqueeze(-2) * self.prev_mask  # [L, B, N, N·A]
-        lead = prev.shape[:-2]
-        ids = self.agent_ids.expand(*lead, n, n)
-        return self.distribution(self._decode(feats.expand(*lead, n, feats.shape[-1]), ids, prev), avail)
+        ids = self.agent_ids.expand(*prev.shape[:-2], n, n)
+        return self.distribution(self._decode(feats, ids, prev), avail)  # feats broadcast over the agents
 
     def evaluate(
         self, obs: Tensor, avail: Tensor | None, actions: Tensor, h0: Tensor | None, starts: Tensor | None,

@@ -176,3 +176,17 @@ def test_magpo_learner_solves_sum_to_10_where_ctds_learner_cannot(tmp_path, seed
         runner.close()
     assert success["magpo"] >= 0.9, success
     assert success["ctds"] <= 0.75, success
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_magpo_trains_on_cuda_like_on_the_cpu(tmp_path):
+    """``device=cuda``: the guider acts from its CPU copy, the learner's pass and the update run on
+    the GPU; the first iteration's losses match the CPU run's to float tolerance."""
+    rows = {}
+    for device in ("cpu", "cuda"):
+        cfg = make_config("algo=magpo", *MPE, "total_steps=120", f"device={device}", "model.recurrent=true")
+        assert run_training(cfg, tmp_path / device) == "finished"
+        rows[device] = read_metrics(tmp_path / device)
+    for key in ("guider/loss", "learner/loss", "critic/value_loss", "magpo/abs_log_ratio_mean"):
+        assert rows["cuda"][0][key] == pytest.approx(rows["cpu"][0][key], rel=1e-3, abs=1e-4), key

@@ -103,3 +103,19 @@ def test_memory_is_one_row_per_env() -> None:
     assert g.hidden_rows == 1 and g.initial_hidden(5).shape == (5, 1, 16)
     _, _, h = g.act(torch.randn(5, 3, 5), None, g.initial_hidden(5))
     assert h.shape == (5, 1, 16) and h.abs().sum() > 0
+
+
+@pytest.mark.parametrize("continuous", [False, True])
+def test_split_first_layer_is_the_plain_decoder(continuous: bool) -> None:
+    """``_decode`` computes the first layer per block (features once per env); it must equal the
+    decoder run on the concatenated input, for the training pass (features broadcast over agents)
+    and the rollout pass."""
+    g = _guider(recurrent=False, continuous=continuous)
+    feats = torch.randn(4, 2, 1, g.encoder.out_features)
+    ids = g.agent_ids.expand(4, 2, 3, 3)
+    prev = torch.randn(4, 2, 3, 12)
+    plain, _ = g.decoder.forward(torch.cat([feats.expand(4, 2, 3, -1), ids, prev], dim=-1), None, None)
+    torch.testing.assert_close(g._decode(feats, ids, prev), g.head.forward(plain), rtol=1e-5, atol=1e-6)
+    plain_step, _ = g.decoder.forward(torch.cat([feats[0, :, 0], ids[0, :, 1], prev[0, :, 1]], dim=-1), None, None)
+    torch.testing.assert_close(g._decode(feats[0, :, 0], ids[0, :, 1], prev[0, :, 1]), g.head.forward(plain_step),
+                               rtol=1e-5, atol=1e-6)
