@@ -40,10 +40,9 @@ class RolloutBatch:
     extras: dict[str, Tensor] = field(default_factory=dict)
 
     def to(self, device: torch.device | str) -> "RolloutBatch":
-        out = {f.name: getattr(self, f.name) for f in fields(self)}
-        moved = {k: v if v is None or k == "extras" else v.to(device) for k, v in out.items()}
-        moved["extras"] = {k: v.to(device) for k, v in self.extras.items()}
-        return RolloutBatch(**moved)
+        tensors = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extras"}
+        return RolloutBatch(**{k: None if v is None else v.to(device) for k, v in tensors.items()},
+                            extras={k: v.to(device) for k, v in self.extras.items()})
 
 
 @dataclass

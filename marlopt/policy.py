@@ -59,13 +59,15 @@ class ActorPolicy:
         return self.actor.initial_hidden(n_envs, self.device) if self.actor.hidden_size else None
 
     def act(self, obs: np.ndarray, avail: np.ndarray | None, state: Any,
-            greedy: bool = True) -> tuple[np.ndarray, Any]:
+            greedy: bool = True, env_state: np.ndarray | None = None) -> tuple[np.ndarray, Any]:
+        """``env_state`` reaches the network (a decentralised actor ignores it; a centralised one,
+        MAGPO's guider, may read it)."""
         import torch
 
         device = self.device
-        avail_t = None if avail is None else torch.as_tensor(avail, device=device)
-        actions, _, state = self.actor.act(torch.as_tensor(obs, device=device), avail_t, state,
-                                           deterministic=greedy)
+        as_tensor = (lambda x: None if x is None else torch.as_tensor(x, device=device))
+        actions, _, state = self.actor.act(as_tensor(obs), as_tensor(avail), state, deterministic=greedy,
+                                           env_state=as_tensor(env_state))
         return actions.cpu().numpy(), state
 
 

@@ -99,6 +99,14 @@ def chunk_starts(x: Tensor, length: int) -> Tensor:
     return x.reshape(t // length, length, e, *x.shape[2:])[:, 0].reshape((t // length) * e, *x.shape[2:])
 
 
+def states_before_steps(h0: Tensor, h_after: Tensor, starts: Tensor) -> Tensor:
+    """A recurrent network's state before each step ``[T, E, R, H]``, from its state before the
+    rollout ``h0[E, R, H]`` and after each step ``h_after[T, E, R, H]``, zeroed where an episode
+    starts at that step (``starts[T, E, 1]``): what a step-by-step rollout stores."""
+    keep = (1.0 - starts[1:]).unsqueeze(-1)
+    return torch.cat([h0.unsqueeze(0), h_after[:-1] * keep])
+
+
 def normalise_advantages(adv: Tensor, mask: Tensor) -> Tensor:
     """``(A - mean) / (std + 1e-5)`` over active samples only (dead agents left out, as HARL)."""
     m = mask.to(adv.dtype)
@@ -180,9 +188,8 @@ class OnPolicyRule:
         values, h_after = self.critic.rollout_values(batch.state, h0, batch.starts)  # h_after[t]: after step t
         batch.values = values.clone()  # a normal tensor: the update differentiates next to it
         next_h = h0
-        if h_after is not None:  # the state before step t, zeroed where an episode starts at t
-            keep = (1.0 - batch.starts[1:]).unsqueeze(-1)
-            batch.h_critic = torch.cat([h0.unsqueeze(0), h_after[:-1] * keep])
+        if h_after is not None:
+            batch.h_critic = states_before_steps(h0, h_after, batch.starts)
             next_h = h_after[-1] * (1.0 - tail.next_starts.to(device)).unsqueeze(-1)
         last_values, _ = self.critic.value(tail.next_state.to(device), next_h)
         bootstrap = torch.empty_like(batch.values)

@@ -27,16 +27,16 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
-from marlopt.algos.base import Chunks, MetricMeans, OnPolicyRule, chunk_starts, to_chunks
+from marlopt.algos.base import Chunks, MetricMeans, OnPolicyRule, chunk_starts, states_before_steps, to_chunks
 from marlopt.buffers import RolloutBatch, RolloutTail
 from marlopt.models.guider import Guider
 from marlopt.objectives import masked_mean
 from marlopt.objectives.magpo import magpo_band_stats, magpo_guider_loss, magpo_learner_loss
 from marlopt.optim import adam, clip_and_step
+from marlopt.policy import ActorPolicy
 
 
 @dataclass
@@ -48,26 +48,12 @@ class GuidedChunks(Chunks):
     h_learner: Tensor | None = None  # [C, N, H]
 
 
-class GuiderPolicy:
-    """The guider as a :class:`~marlopt.policy.Policy` (it reads the env state when its input is
-    the state: ``centralised`` tells :func:`marlopt.evaluation.evaluate_policy` to pass it)."""
+class GuiderPolicy(ActorPolicy):
+    """The guider as a :class:`~marlopt.policy.Policy`: ``centralised`` tells
+    :func:`marlopt.evaluation.evaluate_policy` to pass the env state (its input where
+    ``guider_input=state``)."""
 
     centralised = True
-
-    def __init__(self, guider: Guider):
-        self.guider = guider
-
-    def initial_state(self, n_envs: int) -> Any:
-        device = next(self.guider.parameters()).device
-        return self.guider.initial_hidden(n_envs, device) if self.guider.hidden_size else None
-
-    def act(self, obs: np.ndarray, avail: np.ndarray | None, state: Any, greedy: bool = True,
-            env_state: np.ndarray | None = None) -> tuple[np.ndarray, Any]:
-        device = next(self.guider.parameters()).device
-        as_t = (lambda x: None if x is None else torch.as_tensor(x, device=device))
-        actions, _, state = self.guider.act(as_t(obs), as_t(avail), state, deterministic=greedy,
-                                            env_state=as_t(env_state))
-        return actions.cpu().numpy(), state
 
 
 class GuidedRule(OnPolicyRule):
@@ -109,12 +95,11 @@ class GuidedRule(OnPolicyRule):
         sequence: list[Tensor] = []
         avail = None if bool(batch.avail.all()) else batch.avail
         feats, _ = self.actor.features(batch.obs, h0, batch.starts, hidden_sequence=sequence)
-        batch.extras["learner_logp"] = self.actor.distribution(feats, avail).log_prob(batch.actions).clone()
+        batch.extras["learner_logp"] = self.actor.distribution(feats, avail).log_prob(batch.actions)
         next_learner = learner_state
         if sequence:
             h_after = sequence[0]
-            keep = (1.0 - batch.starts[1:]).unsqueeze(-1)
-            batch.extras["h_learner"] = torch.cat([h0.unsqueeze(0), h_after[:-1] * keep]).clone()
+            batch.extras["h_learner"] = states_before_steps(h0, h_after, batch.starts)
             next_learner = (h_after[-1] * (1.0 - tail.next_starts.to(device)).unsqueeze(-1)).cpu()
         return torch.cat([next_critic.flatten(1), next_learner.flatten(1)], dim=1)
 
