@@ -194,6 +194,10 @@ class SequentialConfig(OnPolicyConfig):
         _nonnegative(self.cg_damping, "algo.cg_damping")
 
 
+#: What MAGPO's guider can read (``algo.guider_input``).
+GUIDER_INPUTS = ("joint_obs", "state")
+
+
 @dataclass
 class GuidedConfig(OnPolicyConfig):
     """MAGPO (and CTDS as its special case): a centralised autoregressive guider collects the data
@@ -211,7 +215,7 @@ class GuidedConfig(OnPolicyConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _one_of(self.guider_input, ("joint_obs", "state"), "algo.guider_input")
+        _one_of(self.guider_input, GUIDER_INPUTS, "algo.guider_input")
         _positive(self.clip, "algo.clip")
         _require(self.delta > 1, "algo.delta", f"must be > 1, or .inf for CTDS (got {self.delta})")
         _nonnegative(self.rl_coef, "algo.rl_coef")

@@ -24,14 +24,11 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from marlopt.config import ModelConfig
+from marlopt.config import GUIDER_INPUTS, ModelConfig
 from marlopt.envs.base import EnvSpec
 from marlopt.models.distributions import DiagGaussian, MaskedCategorical
 from marlopt.models.layers import GroupedLinear
 from marlopt.models.trunk import Trunk
-
-GUIDER_INPUTS = ("joint_obs", "state")
-
 
 class Guider(nn.Module):
     """Centralised autoregressive policy. Tensors keep the agent axis: ``obs[..., N, obs_dim]``."""
@@ -88,19 +85,11 @@ class Guider(nn.Module):
         same for every agent of an env, so ``W_f f`` runs once per env (``feats[..., 1, F]``
         broadcasts over the agent rows) instead of once per agent: the same function and parameters
         as the plain decoder (tested), a third fewer multiply-adds in the guider's widest layer."""
-        (first, norm), *rest = self.decoder._layers
+        first = self.decoder.linears[0]
         width = feats.shape[-1]
         x = F.linear(feats, first.weight[:, :width]) + F.linear(
             torch.cat([ids, prev], dim=-1), first.weight[:, width:], first.bias)  # type: ignore[index]
-        act = self.decoder.act
-        x = act(x)  # in place on the fresh sum
-        if norm is not None:
-            x = norm.forward(x)
-        for linear, norm in rest:
-            x = act(linear.forward(x))
-            if norm is not None:
-                x = norm.forward(x)
-        return self.head.forward(x)
+        return self.head.forward(self.decoder.hidden_layers(x, preactivated=True))
 
     # -- rollouts: one agent after another -------------------------------------------------------
     def act(

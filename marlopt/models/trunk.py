@@ -40,6 +40,17 @@ class Trunk(nn.Module):
             width = cfg.rnn_hidden
         self.out_features = width
 
+    def hidden_layers(self, x: Tensor, group: int | None = None, preactivated: bool = False) -> Tensor:
+        """The MLP: ``activation(W x + b)`` then LayerNorm, per hidden layer (no input norm, no GRU).
+        ``preactivated``: ``x`` already is the first layer's ``W x + b`` (MAGPO's guider computes it
+        by input blocks)."""
+        act = self.act
+        for k, (linear, norm) in enumerate(self._layers):
+            x = act(x if preactivated and k == 0 else linear.forward(x, group))  # in place on a fresh output
+            if norm is not None:
+                x = norm.forward(x, group)
+        return x
+
     def forward(
         self,
         x: Tensor,
@@ -62,11 +73,7 @@ class Trunk(nn.Module):
             x = x.reshape(-1, x.shape[-1])
         if self.input_norm is not None:
             x = self.input_norm.forward(x, group)
-        act = self.act
-        for linear, norm in self._layers:
-            x = act(linear.forward(x, group))  # in place on the layer's fresh output
-            if norm is not None:
-                x = norm.forward(x, group)
+        x = self.hidden_layers(x, group)
         x = x.reshape(*lead, x.shape[-1])
         if not self.recurrent:
             return x, h
