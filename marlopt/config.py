@@ -224,6 +224,87 @@ class GuidedConfig(OnPolicyConfig):
         _nonnegative(self.learner_entropy_coef, "algo.learner_entropy_coef")
 
 
+#: How the per-agent utilities are mixed into ``Q_tot`` (``algo.mixer``).
+MIXERS = ("vdn", "qmix")
+
+
+@dataclass
+class QLearningConfig(AlgoConfig):
+    """QMIX, VDN, GPVD and GRASP-QMIX: value decomposition trained on a replay of whole episodes
+    (docs/algorithms/qmix.md, gpvd.md, grasp_qmix.md). Defaults: PyMARL's QMIX recipe with Adam
+    (``configs/algo/qmix.yaml``); ``qmix_pymarl2.yaml`` is PyMARL2's. Parallel envs are the
+    top-level ``n_envs`` (PyMARL: 1, PyMARL2: 8); one training round = ``n_envs`` finished
+    episodes, then ``updates_per_round`` gradient steps."""
+
+    # -- value decomposition
+    obs_last_action: bool = True  # the agent's input includes its previous action (one-hot), as PyMARL's
+    mixer: str = "qmix"  # vdn (Q_tot = sum of the utilities) | qmix (monotonic hypernetwork on the state)
+    mixing_embed_dim: int = 32  # QMIX: width of the mixing network
+    hypernet_embed: int = 64  # QMIX: hidden width of the two-layer hypernetworks that output the weights
+    # -- targets
+    gamma: float = 0.99  # discount
+    double_q: bool = True  # target action = argmax of the online utilities (PyMARL); false = plain max (PyMARL2/GPVD)
+    td_lambda: float = 0.0  # TD(lambda) targets; 0 = one-step (PyMARL), 0.6 in PyMARL2
+    target_update_interval: int = 200  # episodes between hard copies into the target networks (when target_tau is null)
+    target_tau: Optional[float] = None  # soft update, target <- tau * online + (1 - tau) * target after every gradient step
+    standardise_rewards: bool = False  # rewards divided by (and centred on) their running statistics in the target
+    # -- optimisation
+    optimizer: str = "adam"  # adam | rmsprop (PyMARL's original: RMSprop, alpha 0.99, eps 1e-5)
+    lr: float = 1e-3  # learning rate of the agent network and the mixer (one optimiser)
+    optim_eps: float = 1e-5  # Adam's / RMSprop's epsilon
+    optim_alpha: float = 0.99  # RMSprop's smoothing constant (unused by Adam)
+    max_grad_norm: float = 10.0  # global gradient-norm clip of every step
+    batch_size: int = 32  # episodes per gradient step, sampled uniformly from the buffer
+    buffer_size: int = 5000  # episodes kept (oldest overwritten first)
+    updates_per_round: int = 1  # gradient steps after each round of n_envs episodes
+    # -- exploration (epsilon-greedy; random actions are drawn among the available ones)
+    epsilon_start: float = 1.0  # epsilon at frame 0
+    epsilon_finish: float = 0.05  # epsilon after the anneal (and for sampled evaluation, greedy=false)
+    epsilon_anneal_steps: float = 50_000  # env frames over which epsilon falls linearly
+    # -- GPVD (docs/algorithms/gpvd.md); weighting none = plain QMIX/VDN
+    weighting: str = "none"  # none | gpvd: gradient protection weights on the TD loss
+    grouping: str = "simhash"  # simhash (k-bit codes of the state) | exact (equal states; the w/o SimHash ablation)
+    hash_bits: int = 32  # k, bits of the SimHash code (<= 62)
+    gpvd_alpha: float = 0.2  # weight of interfering samples
+    gpvd_optimal_weight: float = 1.0  # weight of samples taking the protected joint action a^{c*} (> 1 amplifies)
+    count_bonus: float = 0.0  # beta of r_int = beta / sqrt(N(phi(s))) + count_offset; 0 = off (GPVD: 0.01)
+    count_offset: float = 0.0  # kappa, the fixed offset of r_int (used only when count_bonus > 0)
+    # -- GRASP-QMIX (docs/algorithms/grasp_qmix.md)
+    consensus: str = "none"  # none | grasp: per-agent TD gradients realigned as Gamma_i (g_i + u*)
+    consensus_solver: str = "active_set"  # active_set | cvxpy (the reference QP), as GRASP
+    # -- checkpoints
+    buffer_checkpoint_mb: float = 1024.0  # the replay buffer is saved with checkpoints when it is at most this big
+
+    def __post_init__(self) -> None:
+        _one_of(self.mixer, MIXERS, "algo.mixer")
+        _positive(self.mixing_embed_dim, "algo.mixing_embed_dim")
+        _positive(self.hypernet_embed, "algo.hypernet_embed")
+        _require(0 < self.gamma <= 1, "algo.gamma", f"must be in (0, 1] (got {self.gamma})")
+        _require(0 <= self.td_lambda <= 1, "algo.td_lambda", f"must be in [0, 1] (got {self.td_lambda})")
+        _positive(self.target_update_interval, "algo.target_update_interval")
+        if self.target_tau is not None:
+            _require(0 < self.target_tau <= 1, "algo.target_tau", f"must be in (0, 1], or null for hard updates (got {self.target_tau})")
+        _one_of(self.optimizer, ("adam", "rmsprop"), "algo.optimizer")
+        for key in ("lr", "optim_eps", "max_grad_norm", "batch_size", "buffer_size", "updates_per_round"):
+            _positive(getattr(self, key), f"algo.{key}")
+        _require(0 < self.optim_alpha < 1, "algo.optim_alpha", f"must be in (0, 1) (got {self.optim_alpha})")
+        _require(self.batch_size <= self.buffer_size, "algo.batch_size",
+                 f"must be <= algo.buffer_size={self.buffer_size} (got {self.batch_size})")
+        for key in ("epsilon_start", "epsilon_finish"):
+            value = getattr(self, key)
+            _require(0 <= value <= 1, f"algo.{key}", f"must be in [0, 1] (got {value})")
+        _nonnegative(self.epsilon_anneal_steps, "algo.epsilon_anneal_steps")
+        _one_of(self.weighting, ("none", "gpvd"), "algo.weighting")
+        _one_of(self.grouping, ("simhash", "exact"), "algo.grouping")
+        _require(1 <= self.hash_bits <= 62, "algo.hash_bits", f"must be in 1..62 (got {self.hash_bits})")
+        _nonnegative(self.gpvd_alpha, "algo.gpvd_alpha")
+        _positive(self.gpvd_optimal_weight, "algo.gpvd_optimal_weight")
+        _nonnegative(self.count_bonus, "algo.count_bonus")
+        _one_of(self.consensus, ("none", "grasp"), "algo.consensus")
+        _one_of(self.consensus_solver, ("active_set", "cvxpy"), "algo.consensus_solver")
+        _nonnegative(self.buffer_checkpoint_mb, "algo.buffer_checkpoint_mb")
+
+
 @dataclass
 class EnvConfig:
     """Which env and map, and how the vector env runs. Map YAMLs fill ``map_name``/``map_envs``."""
@@ -268,7 +349,7 @@ class TrainConfig:
     seed: int = 0  # seeds torch, numpy and every env (>= 0)
     total_steps: float = 1_000_000  # env frames; floats such as 2e6 accepted
     n_envs: int = 8  # parallel envs in rollouts
-    rollout_length: int = 200  # steps per env per iteration
+    rollout_length: int = 200  # steps per env per iteration (on-policy; off-policy runs whole episodes)
     device: str = "cpu"  # cpu | cuda | cuda:N | auto
     torch_threads: int = 0  # update threads; 0 = all cores (rollout inference always runs on 1)
     log_interval: int = 1  # iterations between log events

@@ -1,7 +1,7 @@
-"""Generalised advantage estimation with proper time limits, and ValueNorm.
+"""Generalised advantage estimation with proper time limits, ValueNorm, and TD(lambda) targets.
 
 Equations, sources and the choices made: docs/algorithms/on_policy_machinery.md ("GAE with time
-limits and terminations", "ValueNorm").
+limits and terminations", "ValueNorm"); the off-policy TD(lambda) targets: docs/algorithms/gpvd.md.
 Nothing here imports from :mod:`marlopt.objectives` (that package re-exports this module).
 """
 
@@ -12,7 +12,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-__all__ = ["ValueNorm", "gae"]
+__all__ = ["ValueNorm", "gae", "td_lambda_targets"]
 
 
 def _as_float(x: Tensor, dtype: torch.dtype) -> Tensor:
@@ -94,6 +94,99 @@ def gae(
         last = delta[t] + carry[t] * last
         adv[t] = last
     return adv, adv + v
+
+
+@torch.no_grad()
+def td_lambda_targets(
+    rewards: Tensor,
+    next_values: Tensor,
+    terminated: Tensor,
+    ends: Tensor,
+    gamma: float,
+    lam: float,
+) -> Tensor:
+    """TD(lambda) targets of Q-learning (the PyMARL2 recipe, docs/algorithms/gpvd.md), along time
+    dimension 0 (e.g. ``[T, B]``, any trailing dims), computed backwards:
+
+    ``G_t = r_t + gamma (1 - terminated_t) [(1 - lam) next_values[t] + lam G'_{t+1}]``,
+    ``G'_{t+1} = next_values[t]`` where ``ends_t``, else ``G_{t+1}``.
+
+    This is the lambda-weighted average of the n-step returns of the episode,
+    ``G_t = (1 - lam) sum_{n>=1} lam^(n-1) G_t^(n)``, where ``G_t^(n)`` sums ``n`` discounted
+    rewards and bootstraps with ``gamma^n next_values[t+n-1]``, and every ``G_t^(n)`` reaching past
+    the episode's last step ``e`` equals ``G_t^(e-t+1)`` (whose bootstrap is dropped if the episode
+    terminated). So ``lam = 0`` is the one-step target ``r_t + gamma (1 - terminated_t)
+    next_values[t]`` and ``lam = 1`` the discounted Monte-Carlo return, bootstrapped at a truncation.
+
+    ``next_values[t]`` is the (target-network) value of the state *after* step ``t``, e.g.
+    ``max_a' Q_tot^target(tau_{t+1}, a')``; after a time-limit truncation, of the final observation.
+    ``terminated_t``: the episode truly ended at ``t`` (no bootstrap; ``next_values[t]`` is then
+    never read, so it may hold ``-inf`` or ``NaN``). ``ends_t``: ``t`` is the last step of its
+    episode within the sequence (terminated, truncated, or the last stored step; step ``T - 1``
+    counts as an end whatever its flag). The recursion never crosses an end, so several episodes
+    may follow one another along dim 0. Steps after an episode's end (padding) get unspecified
+    targets that never reach a step before the end; a non-finite ``next_values`` anywhere but after
+    a termination propagates (a NaN is an error to surface, not a value to hide), so callers select
+    the valid steps (``torch.where``) rather than multiply padding by 0.
+
+    Relation to PyMARL2's ``build_td_lambda_targets`` (hijkzzz/pymarl2, ``src/utils/rl_utils.py``,
+    the ``[B, T]`` layout transposed): with ``next_values[t] = target_qs[:, t + 1]``, the stored
+    ``terminated``, and ``ends`` on each episode's last filled step, both give the same targets on
+    the filled steps of an episode that ends by termination. They differ in how a time-limit
+    truncation is expressed. PyMARL2 has no ``ends`` flag: it stores the truncated step with
+    ``terminated = 0`` and the final observation in the next slot, so its recursion goes on and
+    bootstraps that step with ``gamma Q'(final obs)`` (for an episode filling the buffer, through
+    ``ret[:, -1] = target_qs[:, -1]``: ``r + lam gamma Q' + (1 - lam) gamma Q' = r + gamma Q'``).
+    Here the recursion stops at ``ends`` and bootstraps with ``next_values``, which gives that same
+    target when ``next_values`` of the truncated step is ``Q'(final obs)`` (``terminated = 0``,
+    ``ends = 1``). An episode truncated before the last buffer slot makes PyMARL2's recursion also
+    read the padding after it; this function does not.
+
+    Args:
+        rewards, next_values: float ``[T, ...]``, mutually broadcastable, time on dim 0.
+        terminated, ends: bool or float ``[T, ...]`` (nonzero = true); a terminated step should
+            also be marked in ``ends`` (it is treated as an end either way).
+        gamma, lam: discount and lambda, both in ``[0, 1]``.
+
+    Returns:
+        targets of the broadcast shape, in ``next_values``' floating dtype, on its device, without
+        gradient (a reverse loop over ``T``, no host synchronisation).
+    """
+    if not (0.0 <= gamma <= 1.0 and 0.0 <= lam <= 1.0):
+        raise ValueError(
+            f"td_lambda_targets: gamma and lam must lie in [0, 1], got gamma={gamma}, lam={lam}"
+        )
+    inputs = {"rewards": rewards, "next_values": next_values, "terminated": terminated, "ends": ends}
+    T = next_values.shape[0] if next_values.dim() > 0 else -1
+    for name, x in inputs.items():
+        if x.dim() == 0 or x.shape[0] != T:
+            raise ValueError(
+                f"td_lambda_targets: every input needs time on dim 0 with the same length as "
+                f"next_values ({T}); {name} has shape {tuple(x.shape)}"
+            )
+    try:
+        shape = torch.broadcast_shapes(*(x.shape for x in inputs.values()))
+    except RuntimeError as err:
+        raise ValueError(f"td_lambda_targets: input shapes do not broadcast: {err}") from None
+
+    dtype = next_values.dtype if next_values.is_floating_point() else torch.get_default_dtype()
+    device = next_values.device
+    zero = torch.zeros((), dtype=dtype, device=device)
+    nv = _as_float(next_values, dtype)
+    term = terminated.detach().to(device, torch.bool)
+    # Select rather than multiply: a junk value after a termination cannot leak.
+    nv = torch.where(term, zero, nv).expand(shape)
+    end = (term | ends.detach().to(device, torch.bool)).expand(shape)
+    r = _as_float(rewards, dtype).to(device).expand(shape)
+    keep = (gamma * (~term).to(dtype)).expand(shape)
+
+    targets = torch.empty(shape, dtype=dtype, device=device)
+    nxt = nv[T - 1] if T > 0 else zero  # the last stored step always ends its sequence
+    for t in range(T - 1, -1, -1):
+        boot = torch.where(end[t], nv[t], nxt)
+        nxt = r[t] + keep[t] * ((1.0 - lam) * nv[t] + lam * boot)
+        targets[t] = nxt
+    return targets
 
 
 class ValueNorm(nn.Module):

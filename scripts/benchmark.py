@@ -427,7 +427,7 @@ def profile_child(overrides: list[str], iterations: int, out: Path, cprofile: bo
     parts = {k: acc[k] for k in ("env_step", "actor_act", "value_estimation", "buffer_insert")}
     parts["rollout_other"] = rollout - sum(parts.values())
     frames = iterations * runner.frames_per_iteration
-    from marlopt.runners.on_policy import vector_mode
+    from marlopt.runners.common import vector_mode
 
     result = {
         "overrides": overrides, "iterations": iterations, "frames": frames, "build_s": build_s,

@@ -38,7 +38,7 @@ def _error_line(capsys, argv: list[str]) -> str:
         (["map=MMM9"], "unknown map 'MMM9'"),
         (["env=games", "map=simple_spread"], "map 'simple_spread' belongs to env=mpe, not env=games"),
         (["map=gpvd_matrix"], "use env=games map=gpvd_matrix"),
-        (["env=games"], "valid maps for env=games: coordsum_3x10_30, coordsum_3x30_50, coordsum_5x20_80, coordsum_8x15_100, gpvd_matrix, harl_example1, sum_to_10"),
+        (["env=games"], "valid maps for env=games: coordsum_3x10_30, coordsum_3x30_50, coordsum_5x20_80, coordsum_8x15_100, gpvd_matrix, harl_example1, predator_prey, predator_prey_p2, pymarl2_matrix, sum_to_10"),
         (["algo.lr=-0.1"], "algo.lr: must be > 0"),
         (["n_envs=0"], "n_envs: must be > 0"),
         (["rollout_length=25"], "rollout_length: must be a multiple of model.data_chunk_length=10"),

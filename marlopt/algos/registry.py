@@ -26,6 +26,7 @@ from marlopt.config import (
     GraspConfig,
     GuidedConfig,
     OnPolicyConfig,
+    QLearningConfig,
     RatioConfig,
     SequentialConfig,
 )
@@ -44,8 +45,7 @@ class RuleEntry:
 
 #: Update rules by the name an algorithm YAML's ``rule`` uses.
 RULES: dict[str, RuleEntry] = {}
-#: The runner class of each family (``"module:Class"`` or the class). The off-policy runner
-#: arrives with the off-policy branch; until then an ``off_policy`` algorithm is refused early.
+#: The runner class of each family (``"module:Class"`` or the class).
 RUNNERS: dict[str, str | type] = {}
 
 
@@ -70,7 +70,9 @@ register_rule("simultaneous", "marlopt.algos.simultaneous:SimultaneousRule", Rat
 register_rule("consensus", "marlopt.algos.consensus:ConsensusRule", GraspConfig, "on_policy")
 register_rule("sequential", "marlopt.algos.sequential:SequentialRule", SequentialConfig, "on_policy")
 register_rule("guided", "marlopt.algos.guided:GuidedRule", GuidedConfig, "on_policy")
+register_rule("q_learning", "marlopt.algos.q_learning:QLearningRule", QLearningConfig, "off_policy")
 register_runner("on_policy", "marlopt.runners.on_policy:OnPolicyRunner")
+register_runner("off_policy", "marlopt.runners.off_policy:OffPolicyRunner")
 
 
 def _load(target: str | type) -> type:

@@ -111,7 +111,9 @@ class VecStep(NamedTuple):
 
     ``obs``, ``state``, ``avail``, ``active``: the next inputs of the policy, *already reset* for
     envs whose episode ended (or that were restarted). ``final_state``/``final_active``: what the
-    step reached before any auto-reset (bootstrap truncated episodes from ``final_state``).
+    step reached before any auto-reset (bootstrap truncated episodes from ``final_state``);
+    ``final_obs``/``final_avail``: the agents' view of it (an off-policy learner's target reads the
+    agents' utilities there).
     ``won``, ``episode_return`` (the sum of the episode's team rewards) and ``episode_length`` are
     valid where an episode ended (``terminated | truncated``) and zero elsewhere. ``dropped``: the
     env crashed and was restarted this step; its episode in flight is lost (``reward`` 0,
@@ -128,6 +130,8 @@ class VecStep(NamedTuple):
     dropped: np.ndarray  # [E] bool: crashed and restarted this step; episode in flight lost
     final_state: np.ndarray  # [E, S, D] f32, before auto-reset (valid where terminated|truncated)
     final_active: np.ndarray  # [E, N] bool, before auto-reset
+    final_obs: np.ndarray  # [E, N, O] f32, before auto-reset
+    final_avail: np.ndarray  # [E, N, A] bool, before auto-reset
     won: np.ndarray  # [E] bool (valid where an episode ended and spec.has_won)
     episode_return: np.ndarray  # [E] f32 (valid where an episode ended)
     episode_length: np.ndarray  # [E] int64 (valid where an episode ended)

@@ -1,4 +1,5 @@
-"""The built-in ``games`` maps: tiny one-step matrix games and the MAGPO paper's CoordSum tasks.
+"""The built-in ``games`` maps: tiny one-step matrix games, the MAGPO paper's CoordSum tasks and the
+GPVD paper's predator-prey.
 
 Matrix games (this module): every episode is a single step: every agent sees a constant
 observation ``[1.0]``, acts once, the team gets the reward ``PAYOFFS[map][a_{n-1}, ..., a_1, a_0]``
@@ -15,6 +16,18 @@ Maps:
 
   The optimum is the joint action (0, 0) = 8; value factorisation (QMIX/VDN) tends to settle on a
   suboptimal one (6), GPVD must find 8.
+- ``pymarl2_matrix`` (PyMARL2's ``one_step_matrix_game``, ``src/envs/matrix_game/one_step_matrix_game.py``
+  in github.com/hijkzzz/pymarl2; 2 agents, 3 actions)::
+
+      [[ 12, -0.1, -0.1],
+       [-0.1,   0,    0],
+       [-0.1,   0,    0]]
+
+  PyMARL2 reads ``payoff_values[a_0][a_1]`` (rows agent 0); the matrix is symmetric, so it is the
+  same under marlopt's ``PAYOFFS[map][a_1, a_0]``. The optimum is (0, 0) = 12; PyMARL2's comment:
+  "this non-monotonic matrix can be solved by qmix" (the miscoordination penalty is only -0.1).
+  PyMARL2's observation and state are the one-hot of the step count, ``[1, 0]`` at the only
+  decision (2 dims); marlopt's constant ``[1.0]`` carries the same (no) information.
 - ``harl_example1`` (HARL's Example 1; actions {0, 1}): ``r(0,0)=0, r(0,1)=r(1,0)=2, r(1,1)=-1``.
   The optimum is 2 (agents pick different actions); simultaneous updates from ``π(0) > 0.6``
   can lower the return, sequential (HAPPO) updates do not.
@@ -25,6 +38,10 @@ Maps:
 - ``coordsum_3x10_30``, ``coordsum_3x30_50``, ``coordsum_5x20_80``, ``coordsum_8x15_100`` (MAGPO
   App. B; ``marlopt.envs.coordsum``): 100-step episodes, the agents' actions must sum to a random
   target while an opponent tries to guess agent 0's action.
+- ``predator_prey`` (p = 0) and ``predator_prey_p2`` (p = -2) (GPVD's predator-prey, PyMARL2's
+  ``stag_hunt``; ``marlopt.envs.predator_prey``): 8 predators catch 8 randomly moving prey on a
+  10x10 grid, 200 steps, 5x5 local views; a capture needs two adjacent predators choosing catch
+  together (+10, both frozen), a lone catch costs p.
 
 The matrix games' state is the same constant, one row (``state_per_agent`` False). They have no
 RNG: ``seed`` is accepted and ignored.
@@ -36,7 +53,7 @@ from typing import Any
 
 import numpy as np
 
-from marlopt.envs import coordsum
+from marlopt.envs import coordsum, predator_prey
 from marlopt.envs.base import EnvSpec, MultiAgentEnv, StepResult
 
 _SUMS_OF_THREE = np.add.outer(np.add.outer(np.arange(11), np.arange(11)), np.arange(11))
@@ -44,14 +61,16 @@ _SUMS_OF_THREE = np.add.outer(np.add.outer(np.arange(11), np.arange(11)), np.ara
 # PAYOFFS[map][a_{n-1}, ..., a_0] (two agents: rows = agent index 1, columns = agent index 0). Read-only.
 PAYOFFS: dict[str, np.ndarray] = {
     "gpvd_matrix": np.array([[8, -12, -12], [-12, 6, 0], [-12, 0, 6]], dtype=np.float32),
+    "pymarl2_matrix": np.array([[12, -0.1, -0.1], [-0.1, 0, 0], [-0.1, 0, 0]], dtype=np.float32),
     "harl_example1": np.array([[0, 2], [2, -1]], dtype=np.float32),
     "sum_to_10": (_SUMS_OF_THREE == 10).astype(np.float32),
 }
 for _payoff in PAYOFFS.values():
     _payoff.setflags(write=False)
 
-#: Every ``games`` map: the matrix games, then the CoordSum maps of ``marlopt.envs.coordsum``.
-MAPS = (*PAYOFFS, *coordsum.MAPS)
+#: Every ``games`` map: the matrix games, the CoordSum maps of ``marlopt.envs.coordsum``, then the
+#: predator-prey maps of ``marlopt.envs.predator_prey``.
+MAPS = (*PAYOFFS, *coordsum.MAPS, *predator_prey.MAPS)
 
 
 def optimal_value(map_name: str) -> float:
@@ -115,4 +134,6 @@ def make(map_name: str, continuous: bool = False, **options: Any) -> MultiAgentE
         raise ValueError(f"unknown games option(s) {sorted(options)}; valid options: ['continuous']")
     if map_name in coordsum.MAPS:
         return coordsum.make(map_name)
+    if map_name in predator_prey.MAPS:
+        return predator_prey.make(map_name)
     return MatrixGameEnv(map_name)

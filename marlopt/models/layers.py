@@ -140,10 +140,13 @@ class GroupedGRUCell(GroupedModule):
         """
         gates_x = self.input_map.forward(x, group)
         outs = []
-        for t in range(x.shape[0]):
-            if starts is not None:
-                h = h * (1.0 - starts[t].unsqueeze(-1))
-            h = self.step(gates_x[t], h, group)
+        # unbind, not gates_x[t]: each indexing's backward fills a zero tensor of the whole
+        # sequence (quadratic in its length); unbind's backward is one stack (same gradients)
+        resets = [None] * x.shape[0] if starts is None else starts.unbind(0)
+        for gates_t, reset in zip(gates_x.unbind(0), resets):
+            if reset is not None:
+                h = h * (1.0 - reset.unsqueeze(-1))
+            h = self.step(gates_t, h, group)
             outs.append(h)
         return torch.stack(outs), h
 

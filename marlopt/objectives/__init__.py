@@ -8,6 +8,7 @@ No modules, optimisers or config; importing this package touches no simulator.
 from __future__ import annotations
 
 from marlopt.objectives._masked import MAX_LOG_RATIO, masked_mean, masked_mean_std, ratio
+from marlopt.objectives.gpvd import gpvd_weights, simhash
 from marlopt.objectives.happo import a2c_loss, happo_loss
 from marlopt.objectives.magpo import magpo_band_stats, magpo_guider_loss, magpo_learner_loss
 from marlopt.objectives.mars import (
@@ -20,7 +21,7 @@ from marlopt.objectives.mars import (
 from marlopt.objectives.ppo import ppo_clip_loss, ratio_diagnostics
 from marlopt.objectives.spo import spo_loss
 from marlopt.objectives.value import huber, value_loss
-from marlopt.returns import ValueNorm, gae
+from marlopt.returns import ValueNorm, gae, td_lambda_targets
 
 from marlopt.objectives.grasp import (
     consensus_direction,
@@ -70,6 +71,7 @@ __all__ = [
     # returns (defined in marlopt.returns)
     "gae",
     "ValueNorm",
+    "td_lambda_targets",
     # GRASP (min-norm consensus; GRASP-QMIX scaling)
     "min_norm_coefficients",
     "min_norm_coefficients_from_gram",
@@ -78,6 +80,9 @@ __all__ = [
     "kkt_residual",
     "grasp_qmix_scales",
     "grasp_qmix_directions",
+    # GPVD (SimHash grouping, gradient-protection weights of the TD loss)
+    "simhash",
+    "gpvd_weights",
     # HATRPO's pure pieces (the line search, which writes parameters: marlopt.algos.trust_region)
     "flat_grad",
     "flat_params",

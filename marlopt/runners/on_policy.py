@@ -18,83 +18,24 @@ and moves the finished batch to the GPU.
 from __future__ import annotations
 
 import copy
-import signal
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
 
 from marlopt.algos.registry import build_rule
 from marlopt.buffers import RolloutBatch, RolloutBuffer, RolloutTail
 from marlopt.checkpoint import LATEST, checkpoint_dir, decode_numpy, encode_numpy, save_checkpoint
 from marlopt.config import TrainConfig
-from marlopt.envs import ProcessVectorEnv, VectorEnv, env_fn
+from marlopt.envs import VectorEnv
 from marlopt.envs.common import usable_cpus
-from marlopt.envs.registry import make_vector_env
-from marlopt.evaluation import evaluate_policy
 from marlopt.logger import RunLogger
-from marlopt.seeding import EVAL_OFFSET, env_seeds, rng_state, seed_everything, set_rng_state
+from marlopt.runners.common import StopFlag, evaluate_rule, fresh_tensor, make_envs, resolve_device
+from marlopt.seeding import env_seeds, rng_state, seed_everything, set_rng_state
 
 CPU = torch.device("cpu")
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device={name} but CUDA is not available in this torch build ({torch.__version__}); "
-                           "use device=cpu or install a CUDA build of torch")
-    return torch.device(name)
-
-
-def vector_mode(cfg: TrainConfig) -> tuple[str, int]:
-    """``(mode, n_workers)``. ``auto``: subprocess workers when there are several envs and more
-    than one core. ``hybrid`` needs two envs and two cores, else it runs in-process."""
-    cores = usable_cpus()
-    mode = cfg.env.vector
-    if mode == "hybrid":
-        if cfg.n_envs < 2 or (cores < 2 and not cfg.env.n_workers):
-            return "inproc", 0
-        return mode, min(cfg.n_envs - 1, cfg.env.n_workers or cores - 1)
-    workers = cfg.env.n_workers or min(cfg.n_envs, cores)
-    if mode == "auto":
-        mode = "subproc" if (cfg.n_envs > 1 and workers > 1) else "inproc"
-    return mode, workers
-
-
-def _fresh_tensor(x: np.ndarray) -> Tensor:
-    """A tensor of an env output: shares the memory of a fresh writable array (vector envs return
-    new arrays every step), copies a read-only one (e.g. a JAX array's view)."""
-    return torch.from_numpy(x) if x.flags.writeable else torch.tensor(x)
-
-
-class _StopFlag:
-    """SIGINT/SIGTERM set a flag; the runner saves a checkpoint at the end of the iteration."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self.signal_name = ""
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> "_StopFlag":
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self._previous[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread: leave signals alone
-                pass
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # a second Ctrl-C stops at once
-        self.requested, self.signal_name = True, signal.Signals(signum).name
-
-    def __exit__(self, *exc: Any) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
 
 
 class OnPolicyRunner:
@@ -108,14 +49,8 @@ class OnPolicyRunner:
         self.update_threads = cfg.torch_threads or usable_cpus()
         torch.set_num_threads(1)
         seed_everything(cfg.seed)
-        options = cfg.env.maker_options()
-        self.env_fns = [env_fn(cfg.env.name, cfg.env.map_name, options) for _ in range(cfg.n_envs)]
-        mode, workers = vector_mode(cfg)
         self.envs: VectorEnv
-        if mode == "batched":
-            self.envs = make_vector_env(cfg.env.name, cfg.env.map_name, options, cfg.n_envs)
-        else:
-            self.envs = ProcessVectorEnv(self.env_fns, mode=mode, n_workers=workers, step_timeout=cfg.env.step_timeout)
+        self.env_fns, self.envs = make_envs(cfg)
         self.spec = spec = self.envs.spec
         self.rule = build_rule(spec, cfg.algo, cfg.model, self.device)
         self.on_cpu = self.device.type == "cpu"
@@ -204,8 +139,8 @@ class OnPolicyRunner:
             c["starts"] = torch.from_numpy(done.astype(np.float32)[:, None])
             if h_actor is not None:
                 c["h_actor"] = h_actor
-            c["obs"], c["state"] = _fresh_tensor(step.obs), _fresh_tensor(step.state)
-            c["avail"], c["active"] = _fresh_tensor(step.avail), _fresh_tensor(step.active)
+            c["obs"], c["state"] = fresh_tensor(step.obs), fresh_tensor(step.state)
+            c["avail"], c["active"] = fresh_tensor(step.avail), fresh_tensor(step.active)
             all_avail = bool(step.avail.all())
         self.episodes += len(returns)
         stats: dict[str, float] = {"env/restarts": float(self.envs.restarts)}
@@ -223,7 +158,7 @@ class OnPolicyRunner:
         """Run until ``total_steps`` frames (or a signal / ``max_iterations``). Returns why it stopped."""
         self.logger = logger
         calls = 0
-        with _StopFlag() as stop:
+        with StopFlag() as stop:
             while self.frames < self.total_frames:
                 t0 = time.perf_counter()
                 stats = self.collect()
@@ -265,13 +200,7 @@ class OnPolicyRunner:
 
     def evaluate(self, episodes: int | None = None) -> dict[str, float]:
         """Greedy episodes of the deployed policy (and of the rule's extra policies, prefixed)."""
-        episodes = episodes or self.cfg.eval_episodes
-        n = min(episodes, self.cfg.eval_envs or 16)
-        seeds = env_seeds(self.cfg.seed, n, offset=EVAL_OFFSET)
-        out = evaluate_policy(self.rule.eval_policy(), self.env_fns[:1] * n, episodes, seeds)
-        for prefix, policy in self.rule.extra_eval_policies().items():
-            out.update({f"{prefix}{k}": v for k, v in evaluate_policy(policy, self.env_fns[:1] * n, episodes, seeds).items()})
-        return out
+        return evaluate_rule(self.cfg, self.env_fns, self.rule, episodes)
 
     def message(self, text: str) -> None:
         if getattr(self, "logger", None) is not None:

@@ -173,6 +173,7 @@ class StandInRunner:
 def off_policy_family():
     saved_rules, saved_runners = dict(registry.RULES), dict(registry.RUNNERS)
     registry.register_rule("standin_q", StandInRule, StandInConfig, "off_policy")
+    registry.RUNNERS.pop("off_policy")  # as if no runner had been registered for the family
     yield
     registry.RULES.clear(), registry.RULES.update(saved_rules)
     registry.RUNNERS.clear(), registry.RUNNERS.update(saved_runners)
@@ -196,7 +197,7 @@ def test_the_family_picks_the_runner(tmp_path, off_policy_family, capsys, monkey
         """)
     args = ["algo=qstand", f"hydra.searchpath=[file://{tmp_path / 'configs'}]", "env=games", "map=harl_example1",
             "total_steps=200", "progress=false"]
-    with pytest.raises(SystemExit) as exc:  # no runner for the family yet: refused before anything is written
+    with pytest.raises(SystemExit) as exc:  # no runner for the family: refused before anything is written
         train.main([*args, f"hydra.run.dir={tmp_path / 'refused'}"])
     assert exc.value.code == 2 and not (tmp_path / "refused").exists()
     assert "no runner is registered for family 'off_policy'" in capsys.readouterr().err

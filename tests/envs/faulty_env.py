@@ -9,7 +9,8 @@ Its ``fail`` option injects crashes: ``"raise"`` (an exception in ``step``), ``"
 ``step``), ``"exit"`` (the process dies in ``step``) and ``"slow"`` (one 0.6 s step).
 ``fail_at`` is the step of the instance's life at which it fails; with ``once_path`` it fails only
 if that file does not exist yet (and creates it), so that the rebuilt env (in any process)
-behaves.
+behaves. ``unavailable_taken`` counts the actions an agent took that its last ``avail`` did not
+allow (the off-policy runner's masking tests read it).
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ class ToyEnv(MultiAgentEnv):
         self.x = np.zeros((n_agents, 4))
         self.alive = np.ones(n_agents, dtype=bool)
         self.fail_reset_next = False
+        self.avail = np.ones((n_agents, n_actions), dtype=bool)
+        self.unavailable_taken = 0
 
     def _should_fail(self) -> bool:
         if self.fail is None or self.life_steps != self.fail_at:
@@ -73,6 +76,7 @@ class ToyEnv(MultiAgentEnv):
         avail[:, 0] = True
         avail[~self.alive] = False
         avail[~self.alive, 0] = True  # dead agents: no-op only
+        self.avail = avail
         return obs, state, avail
 
     def reset(self, seed: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -101,6 +105,8 @@ class ToyEnv(MultiAgentEnv):
                 self.fail_reset_next = True
                 self.t = self.spec.episode_limit - 1  # end this episode now; its reset fails
         a = np.asarray(actions, dtype=np.float64).reshape(self.spec.n_agents, -1)
+        if a.shape[1] == 1:  # discrete actions
+            self.unavailable_taken += int((~self.avail[np.arange(self.spec.n_agents), a[:, 0].astype(int)]).sum())
         self.t += 1
         self.x = 0.9 * self.x + 0.1 * a[:, :1] + 0.05 * self.rng.normal(size=self.x.shape)
         reward = float(self.x[:, 0].sum() + 0.1 * a.sum())

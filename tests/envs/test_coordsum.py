@@ -110,7 +110,7 @@ def test_coordsum_spec(map_name):
 
 
 def test_all_maps_are_listed():
-    assert set(COORDSUM_MAPS) | {"sum_to_10", "gpvd_matrix", "harl_example1"} == set(MAPS)
+    assert set(COORDSUM_MAPS) | {"sum_to_10", "gpvd_matrix", "harl_example1", "pymarl2_matrix", "predator_prey", "predator_prey_p2"} == set(MAPS)
 
 
 def test_observation_layout_and_state():

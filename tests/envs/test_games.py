@@ -9,13 +9,15 @@ import numpy as np
 import pytest
 
 from marlopt.envs import ProcessVectorEnv
-from marlopt.envs.games import PAYOFFS, make, optimal_value
+from marlopt.envs.games import MAPS, PAYOFFS, make, optimal_value
 
 GPVD = [[8, -12, -12], [-12, 6, 0], [-12, 0, 6]]  # rows agent 1, columns agent 0
 HARL = {(0, 0): 0, (0, 1): 2, (1, 0): 2, (1, 1): -1}  # r(a_0, a_1)
+# PyMARL2 src/envs/matrix_game/one_step_matrix_game.py: reward = payoff_values[actions[0]][actions[1]]
+PYMARL2 = [[12, -0.1, -0.1], [-0.1, 0, 0], [-0.1, 0, 0]]
 
 
-@pytest.mark.parametrize("map_name, n_actions", [("gpvd_matrix", 3), ("harl_example1", 2)])
+@pytest.mark.parametrize("map_name, n_actions", [("gpvd_matrix", 3), ("pymarl2_matrix", 3), ("harl_example1", 2)])
 def test_spec(map_name, n_actions):
     spec = make(map_name).spec
     assert (spec.n_agents, spec.n_actions, spec.episode_limit) == (2, n_actions, 1)
@@ -31,6 +33,18 @@ def test_gpvd_payoffs():
         r = env.step(np.array([a0, a1]))
         assert r.reward == GPVD[a1][a0]
     assert optimal_value("gpvd_matrix") == 8
+
+
+def test_pymarl2_payoffs():
+    env = make("pymarl2_matrix")
+    assert np.array_equal(PAYOFFS["pymarl2_matrix"], np.array(PYMARL2, dtype=np.float32))
+    for a0, a1 in itertools.product(range(3), range(3)):
+        env.reset(seed=0)
+        r = env.step(np.array([a0, a1]))
+        assert r.reward == np.float32(PYMARL2[a0][a1]) == np.float32(PYMARL2[a1][a0])  # symmetric
+        assert r.terminated and not r.truncated
+    assert optimal_value("pymarl2_matrix") == 12
+    assert "pymarl2_matrix" in MAPS
 
 
 def test_harl_example1_payoffs():

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-import marlopt.runners.on_policy as on_policy
+import marlopt.runners.common as runner_common
 from marlopt.runners.on_policy import OnPolicyRunner
 from tests.envs.faulty_env import make
 from tests.helpers import make_config
@@ -20,7 +20,7 @@ from tests.helpers import make_config
 @pytest.fixture
 def toy_runner(monkeypatch, tmp_path):
     def build(vector="inproc", n_envs=4, **toy):
-        monkeypatch.setattr(on_policy, "env_fn", lambda name, map_name, options: functools.partial(make, "toy", **toy))
+        monkeypatch.setattr(runner_common, "env_fn", lambda name, map_name, options: functools.partial(make, "toy", **toy))
         cfg = make_config("env=games", "map=gpvd_matrix", f"n_envs={n_envs}", "rollout_length=20",
                           "model.recurrent=true", "model.data_chunk_length=10", "total_steps=160", "eval_episodes=4")
         cfg.env.vector = vector

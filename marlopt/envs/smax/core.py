@@ -123,7 +123,7 @@ class SmaxCore:
             key_out = pick(key_r, key)
             st_out = jax.tree.map(pick, st_r, st)
             return (key_out, st_out, pick(o_r, o), pick(s_r, s), pick(avail_r, avail),
-                    pick(active_r, active), reward, terminated, truncated, s, active, won)  # fmt: skip
+                    pick(active_r, active), reward, terminated, truncated, s, active, o, avail, won)  # fmt: skip
 
         self._reset_fn, self._step_fn = reset, step
         self.reset = jax.jit(reset)

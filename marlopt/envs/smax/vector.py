@@ -28,9 +28,9 @@ class SmaxVectorEnv:
     (env ``i`` continues its own key after an episode ends), and the same checkpoint format:
     ``get_state()`` holds one pickled ``SMAXEnv`` per env, so a checkpoint of either class restores
     into the other. Differences: nothing can crash and restart (``dropped`` is always
-    False, ``restarts`` 0), and the large outputs (obs, state, avail, active, final_state,
-    final_active) are read-only numpy views of JAX's buffers, valid until you drop them (JAX
-    arrays are immutable: later steps never overwrite them).
+    False, ``restarts`` 0), and the large outputs (obs, state, avail, active and the final_*
+    fields) are read-only numpy views of JAX's buffers, valid until you drop them (JAX arrays are
+    immutable: later steps never overwrite them).
     """
 
     mode = "jax"
@@ -99,7 +99,7 @@ class SmaxVectorEnv:
         acts = core.check_actions(actions, self._act_shape)
         out = core.vstep(self._keys, self._states, acts)
         (self._keys, self._states, obs, state, avail, active, reward, terminated, truncated,
-         final_state, final_active, won) = out  # fmt: skip
+         final_state, final_active, final_obs, final_avail, won) = out  # fmt: skip
         obs, state, avail, active = (np.asarray(x) for x in (obs, state, avail, active))
         reward = np.array(reward)  # [E] fields: small writable copies
         terminated, truncated, won = np.array(terminated), np.array(truncated), np.array(won)
@@ -115,6 +115,7 @@ class SmaxVectorEnv:
             obs=obs, state=state, avail=avail, active=active, reward=reward, terminated=terminated,
             truncated=truncated, dropped=np.zeros(self.num_envs, dtype=bool),
             final_state=np.asarray(final_state), final_active=np.asarray(final_active),
+            final_obs=np.asarray(final_obs), final_avail=np.asarray(final_avail),
             won=won & ended, episode_return=episode_return, episode_length=episode_length, restarts=0,
         )
 

@@ -67,6 +67,7 @@ def all_dropped(reset: ResetArrays, n_agents: int) -> StepArrays:
         reward=np.zeros(n, dtype=np.float32), terminated=np.zeros(n, dtype=bool),
         truncated=np.zeros(n, dtype=bool), dropped=np.ones(n, dtype=bool),
         final_state=reset.state.copy(), final_active=np.ones((n, n_agents), dtype=bool),
+        final_obs=reset.obs.copy(), final_avail=reset.avail.copy(),
         won=np.zeros(n, dtype=bool), episode_return=np.zeros(n, dtype=np.float32),
         episode_length=np.zeros(n, dtype=np.int64),
     )  # fmt: skip
@@ -172,6 +173,7 @@ class EnvGroup:
         obs, state, avail, active = out.obs, out.state, out.avail, out.active
         reward, terminated, truncated, dropped = out.reward, out.terminated, out.truncated, out.dropped
         final_state, final_active, won = out.final_state, out.final_active, out.won
+        final_obs, final_avail = out.final_obs, out.final_avail
         episode_return, episode_length = out.episode_return, out.episode_length
         for zeroed in (reward, terminated, truncated, dropped, won, episode_return, episode_length):
             zeroed.fill(0)
@@ -184,6 +186,7 @@ class EnvGroup:
                 o, s, a = self._restart(i)
                 obs[i], state[i], avail[i], active[i] = o, s, a, True
                 final_state[i], final_active[i], dropped[i] = s, True, True
+                final_obs[i], final_avail[i] = o, a
                 continue
             rew = r.reward
             reward[i] = rew
@@ -192,6 +195,7 @@ class EnvGroup:
             alive = r.info.get("active", True)
             final_state[i] = r.state
             final_active[i] = alive
+            final_obs[i], final_avail[i] = r.obs, r.avail
             if r.terminated or r.truncated:
                 terminated[i] = r.terminated
                 truncated[i] = r.truncated

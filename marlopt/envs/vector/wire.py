@@ -44,6 +44,8 @@ class StepArrays(NamedTuple):
     dropped: np.ndarray
     final_state: np.ndarray
     final_active: np.ndarray
+    final_obs: np.ndarray
+    final_avail: np.ndarray
     won: np.ndarray
     episode_return: np.ndarray
     episode_length: np.ndarray
@@ -68,7 +70,7 @@ def step_layout(spec: EnvSpec) -> StepArrays:
     return StepArrays(
         obs=((n, o), F32), state=((s, d), F32), avail=((n, a), BOOL), active=((n,), BOOL),
         reward=((), F32), terminated=((), BOOL), truncated=((), BOOL), dropped=((), BOOL),
-        final_state=((s, d), F32), final_active=((n,), BOOL),
+        final_state=((s, d), F32), final_active=((n,), BOOL), final_obs=((n, o), F32), final_avail=((n, a), BOOL),
         won=((), BOOL), episode_return=((), F32), episode_length=((), I64),
     )  # type: ignore[arg-type]  # fmt: skip
 

@@ -19,7 +19,7 @@ from tests.helpers import make_config, read_metrics, run_cli
 
 # ------------------------------------------------------------------ the batched vector env
 FIELDS_EXACT = ("obs", "state", "avail", "active", "reward", "terminated", "truncated", "dropped",
-                "final_state", "final_active", "won", "episode_return", "episode_length")  # fmt: skip
+                "final_state", "final_active", "final_obs", "final_avail", "won", "episode_return", "episode_length")  # fmt: skip
 
 
 def _assert_same_step(a, b) -> None:
@@ -72,7 +72,7 @@ def test_batched_vector_env_outputs_are_zero_copy_views():
     vec = make_vector("3m", 2)
     vec.reset([0, 1])
     step = vec.step(np.full((2, 3), STOP))
-    for name in ("obs", "state", "avail", "active", "final_state", "final_active"):
+    for name in ("obs", "state", "avail", "active", "final_state", "final_active", "final_obs", "final_avail"):
         assert not getattr(step, name).flags.writeable, name  # views of JAX's buffers, no copy
     with pytest.raises(ValueError, match="shape"):
         vec.step(np.full((3, 3), STOP))
@@ -97,7 +97,7 @@ def test_batched_truncation_and_final_state():
 @pytest.mark.filterwarnings("ignore:The given NumPy array is not writable")  # runner's from_numpy
 def test_the_runner_trains_and_resumes_on_the_batched_vector_env(tmp_path, monkeypatch):
     """``env.vector=batched`` (SMAX's default) makes the runner train and resume on SmaxVectorEnv."""
-    from marlopt.runners import on_policy
+    from marlopt.runners import common as runner_common
     from marlopt.train import run_training
 
     overrides = ["algo=mappo", "env=smax", "map=smacv2_5_units", "env.state_type=EP", "n_envs=3",
@@ -112,7 +112,7 @@ def test_the_runner_trains_and_resumes_on_the_batched_vector_env(tmp_path, monke
         built.append(make_vector(map_name, n_envs, **dict(options)))
         return built[-1]
 
-    monkeypatch.setattr(on_policy, "make_vector_env", batched)
+    monkeypatch.setattr(runner_common, "make_vector_env", batched)
     run = tmp_path / "run"
     assert run_training(cfg, run) == "max_iterations reached"
     cfg.max_iterations = None

@@ -80,6 +80,7 @@ def test_inproc_and_subproc_trajectories_are_identical_and_match_single_envs():
             assert not out.dropped[i]
             assert np.array_equal(out.final_state[i], r.state)  # the state at the last step
             assert np.array_equal(out.final_active[i], r.info["active"])
+            assert np.array_equal(out.final_obs[i], r.obs) and np.array_equal(out.final_avail[i], r.avail)
             if r.terminated or r.truncated:
                 ended += 1
                 assert out.won[i] == r.info["won"]

@@ -1,0 +1,97 @@
+"""What every runner shares: the device, the vector env, signals and greedy evaluation."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from marlopt.config import TrainConfig
+from marlopt.envs import MultiAgentEnv, ProcessVectorEnv, VectorEnv, env_fn
+from marlopt.envs.common import usable_cpus
+from marlopt.envs.registry import make_vector_env
+from marlopt.evaluation import evaluate_policy
+from marlopt.seeding import EVAL_OFFSET, env_seeds
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device={name} but CUDA is not available in this torch build ({torch.__version__}); "
+                           "use device=cpu or install a CUDA build of torch")
+    return torch.device(name)
+
+
+def vector_mode(cfg: TrainConfig) -> tuple[str, int]:
+    """``(mode, n_workers)``. ``auto``: subprocess workers when there are several envs and more
+    than one core. ``hybrid`` needs two envs and two cores, else it runs in-process."""
+    cores = usable_cpus()
+    mode = cfg.env.vector
+    if mode == "hybrid":
+        if cfg.n_envs < 2 or (cores < 2 and not cfg.env.n_workers):
+            return "inproc", 0
+        return mode, min(cfg.n_envs - 1, cfg.env.n_workers or cores - 1)
+    workers = cfg.env.n_workers or min(cfg.n_envs, cores)
+    if mode == "auto":
+        mode = "subproc" if (cfg.n_envs > 1 and workers > 1) else "inproc"
+    return mode, workers
+
+
+def fresh_tensor(x: np.ndarray) -> Tensor:
+    """A tensor of an env output: shares the memory of a fresh writable array (vector envs return
+    new arrays every step), copies a read-only one (e.g. a JAX array's view)."""
+    return torch.from_numpy(x) if x.flags.writeable else torch.tensor(x)
+
+
+class StopFlag:
+    """SIGINT/SIGTERM set a flag; the runner saves a checkpoint at the end of the iteration."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.signal_name = ""
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "StopFlag":
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C stops at once
+        self.requested, self.signal_name = True, signal.Signals(signum).name
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def make_envs(cfg: TrainConfig) -> tuple[list[Callable[[], MultiAgentEnv]], VectorEnv]:
+    """The env constructors (one per env, evaluation reuses the first) and the vector env of a run."""
+    options = cfg.env.maker_options()
+    env_fns = [env_fn(cfg.env.name, cfg.env.map_name, options) for _ in range(cfg.n_envs)]
+    mode, workers = vector_mode(cfg)
+    if mode == "batched":
+        return env_fns, make_vector_env(cfg.env.name, cfg.env.map_name, options, cfg.n_envs)
+    return env_fns, ProcessVectorEnv(env_fns, mode=mode, n_workers=workers or None, step_timeout=cfg.env.step_timeout)
+
+
+def evaluate_rule(cfg: TrainConfig, env_fns: list[Callable[[], MultiAgentEnv]], rule: Any,
+                  episodes: int | None = None) -> dict[str, float]:
+    """Greedy episodes of the rule's deployed policy (and of its extra policies, prefixed), on
+    envs seeded apart from training (``EVAL_OFFSET``)."""
+    episodes = episodes or cfg.eval_episodes
+    n = min(episodes, cfg.eval_envs or 16)
+    seeds = env_seeds(cfg.seed, n, offset=EVAL_OFFSET)
+    out = evaluate_policy(rule.eval_policy(), env_fns[:1] * n, episodes, seeds)
+    for prefix, policy in rule.extra_eval_policies().items():
+        out.update({f"{prefix}{k}": v for k, v in evaluate_policy(policy, env_fns[:1] * n, episodes, seeds).items()})
+    return out
