@@ -389,6 +389,9 @@ class TrainConfig:
                 f"must be a multiple of model.data_chunk_length={self.model.data_chunk_length} "
                 f"(got {self.rollout_length})",
             )
+        if isinstance(self.algo, QLearningConfig) and isinstance(self.env, EnvConfig):
+            _require(not self.env.continuous, "env.continuous",
+                     f"algo={self.algo.name} (value decomposition) needs discrete actions; set env.continuous=false")
 
 
 def register_configs() -> None:

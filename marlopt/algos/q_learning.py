@@ -73,32 +73,40 @@ def epsilon_greedy(q: Tensor, avail: Tensor | None, epsilon: float) -> Tensor:
 class QPolicy:
     """The deployed policy of a value-decomposition run (the ``marlopt.policy.Policy`` protocol):
     each agent acts on its own utilities. ``state[E, N, H + 1]`` holds the GRU state and, in its
-    last channel, the agent's previous action (``-1`` at an episode start). ``greedy=False``:
-    ε-greedy with ``epsilon``."""
+    last channel, the agent's previous action (``-1`` at an episode start); ``None`` for an agent
+    with neither (an MLP that does not read its previous action). ``greedy=False``: ε-greedy with
+    ``epsilon``."""
 
     def __init__(self, agent: QAgent, epsilon: float):
         self.agent, self.epsilon = agent, epsilon
+        self.memory = agent.hidden_size > 0 or agent.last_action
 
     @property
     def device(self) -> torch.device:
         return next(self.agent.parameters()).device
 
-    def initial_state(self, n_envs: int) -> Tensor:
+    def initial_state(self, n_envs: int) -> Tensor | None:
+        if not self.memory:
+            return None
         state = torch.zeros(n_envs, self.agent.n_agents, self.agent.hidden_size + 1, device=self.device)
         state[..., -1] = -1.0
         return state
 
-    def step(self, obs: Tensor, avail: Tensor | None, state: Tensor, epsilon: float) -> tuple[Tensor, Tensor]:
+    def step(self, obs: Tensor, avail: Tensor | None, state: Tensor | None,
+             epsilon: float) -> tuple[Tensor, Tensor | None]:
         """One step on tensors: ``(actions[E, N], next state)``."""
+        if state is None:  # no memory: the input is the observation (and the id) alone
+            q, _ = self.agent.forward(obs.unsqueeze(0), None, None)
+            return epsilon_greedy(q[0], avail, epsilon), None
         h, last = state[..., :-1], state[..., -1].long()
-        q, h = self.agent(obs.unsqueeze(0), last.unsqueeze(0), h if self.agent.hidden_size else None)
+        q, h = self.agent.forward(obs.unsqueeze(0), last.unsqueeze(0), h if self.agent.hidden_size else None)
         actions = epsilon_greedy(q[0], avail, epsilon)
         parts = ([h] if h is not None else []) + [actions.unsqueeze(-1).to(state.dtype)]
         return actions, torch.cat(parts, dim=-1)
 
     @torch.inference_mode()
-    def act(self, obs: np.ndarray, avail: np.ndarray | None, state: Tensor,
-            greedy: bool = True) -> tuple[np.ndarray, Tensor]:
+    def act(self, obs: np.ndarray, avail: np.ndarray | None, state: Tensor | None,
+            greedy: bool = True) -> tuple[np.ndarray, Tensor | None]:
         device = self.device
         avail_t = None if avail is None else torch.as_tensor(avail, device=device)
         actions, state = self.step(torch.as_tensor(obs, device=device), avail_t, state, 0.0 if greedy else self.epsilon)

@@ -17,7 +17,6 @@ Both take ``qs[..., N]`` and ``state[..., D']`` and return ``Q_tot[...]``.
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -40,11 +39,12 @@ class QMixer(nn.Module):
     def forward(self, qs: Tensor, state: Tensor) -> Tensor:
         lead = qs.shape[:-1]
         s = state.reshape(-1, state.shape[-1])
-        q = qs.reshape(-1, 1, self.n_agents)
+        q = qs.reshape(-1, self.n_agents, 1)
         w1 = self.hyper_w1(s).abs().view(-1, self.n_agents, self.embed)
-        hidden = F.elu(torch.bmm(q, w1) + self.hyper_b1(s).unsqueeze(1))  # [B, 1, E]
-        w2 = self.hyper_w2(s).abs().unsqueeze(-1)  # [B, E, 1]
-        out = torch.bmm(hidden, w2).view(-1) + self.value(s).view(-1)
+        # broadcast-and-sum, not bmm: for these [1, N] @ [N, E] products per sample it is ~3x faster
+        # on a CPU, forward and backward (docs/benchmarks.md)
+        hidden = F.elu((q * w1).sum(1) + self.hyper_b1(s))  # [B, E]
+        out = (hidden * self.hyper_w2(s).abs()).sum(-1) + self.value(s).view(-1)
         return out.view(lead)
 
 

@@ -51,16 +51,18 @@ class QAgent(nn.Module):
     def initial_hidden(self, batch: int, device: torch.device | str = "cpu") -> Tensor:
         return torch.zeros(batch, self.n_agents, self.hidden_size, device=device)
 
-    def inputs(self, obs: Tensor, last_actions: Tensor) -> Tensor:
-        """``obs[..., N, O]`` and ``last_actions[..., N]`` (int; ``-1`` = none) -> the network input."""
-        if not self.last_action:
+    def inputs(self, obs: Tensor, last_actions: Tensor | None) -> Tensor:
+        """``obs[..., N, O]`` and ``last_actions[..., N]`` (int; ``-1`` = none; unused, may be
+        ``None``, without ``last_action``) -> the network input."""
+        if not self.last_action or last_actions is None:
+            assert not self.last_action, "this agent reads its previous actions"
             return with_agent_id(obs, self.n_agents) if self.use_agent_id else obs
         onehot = F.one_hot(last_actions.clamp_min(0), self.n_actions).to(obs.dtype)
         onehot = onehot * (last_actions >= 0).unsqueeze(-1).to(obs.dtype)
         x = torch.cat([obs, onehot], dim=-1)
         return with_agent_id(x, self.n_agents) if self.use_agent_id else x
 
-    def forward(self, obs: Tensor, last_actions: Tensor, h: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    def forward(self, obs: Tensor, last_actions: Tensor | None, h: Tensor | None) -> tuple[Tensor, Tensor | None]:
         """Utilities over sequences: ``obs[L, B, N, O]``, ``last_actions[L, B, N]``, the GRU state
         before step 0 ``h[B, N, H]`` -> ``(q[L, B, N, A], h after the last step)``. Sequences are
         whole episodes from their first step (the learner) or single steps (acting): no resets

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from marlopt.checkpoint import checkpoint_dir
 from marlopt.config import TrainConfig
 from marlopt.envs import MultiAgentEnv, ProcessVectorEnv, VectorEnv, env_fn
 from marlopt.envs.common import usable_cpus
@@ -95,3 +96,55 @@ def evaluate_rule(cfg: TrainConfig, env_fns: list[Callable[[], MultiAgentEnv]], 
     for prefix, policy in rule.extra_eval_policies().items():
         out.update({f"{prefix}{k}": v for k, v in evaluate_policy(policy, env_fns[:1] * n, episodes, seeds).items()})
     return out
+
+
+class Schedule:
+    """When a runner evaluates and writes checkpoints, by env frames; its state goes into every
+    checkpoint (``counters()``), so a resumed run keeps the same cadence."""
+
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+        self.next_save = cfg.save_interval
+        self.next_latest = cfg.latest_interval
+        self.next_eval = cfg.eval_interval if cfg.eval_interval > 0 else float("inf")
+
+    def eval_due(self, frames: int, total_frames: int) -> bool:
+        """A greedy evaluation is due (and is then scheduled for the next interval)."""
+        if frames >= self.next_eval and frames < total_frames:
+            self.next_eval = (frames // self.cfg.eval_interval + 1) * self.cfg.eval_interval
+            return True
+        return False
+
+    def after_iteration(self, runner: Any, stop: StopFlag, calls: int) -> str | None:
+        """Write the checkpoints that are due; the reason to stop (a signal, ``max_iterations``
+        calls in this process) after saving ``latest.pt``, else ``None``."""
+        frames, cfg = runner.frames, self.cfg
+        if frames >= self.next_save:
+            runner.save(checkpoint_dir(runner.run_dir) / f"step_{frames}.pt")
+            self.next_save = (frames // cfg.save_interval + 1) * cfg.save_interval
+        if frames >= self.next_latest:
+            runner.save_latest()
+            self.next_latest = (frames // cfg.latest_interval + 1) * cfg.latest_interval
+        if stop.requested:
+            runner.save_latest()
+            return f"stopped by {stop.signal_name}"
+        if cfg.max_iterations is not None and calls >= cfg.max_iterations:
+            runner.save_latest()
+            return "max_iterations reached"
+        return None
+
+    def counters(self) -> dict[str, float]:
+        return {"next_save": self.next_save, "next_latest": self.next_latest,
+                "next_eval": self.next_eval if np.isfinite(self.next_eval) else -1.0}
+
+    def load(self, counters: dict[str, float]) -> None:
+        self.next_save, self.next_latest = counters["next_save"], counters["next_latest"]
+        self.next_eval = float("inf") if counters["next_eval"] < 0 else counters["next_eval"]
+
+
+def finish(runner: Any, logger: Any) -> str:
+    """The end of training: the final greedy evaluation, logged at the last frame, and ``latest.pt``."""
+    final = runner.evaluate()
+    logger.log(runner.frames, {f"eval/{k}": v for k, v in final.items()})
+    runner.save_latest()
+    return "finished"

@@ -38,7 +38,7 @@ from marlopt.config import TrainConfig
 from marlopt.envs.common import usable_cpus
 from marlopt.logger import RunLogger
 from marlopt.replay import EpisodeBuffer
-from marlopt.runners.common import StopFlag, evaluate_rule, fresh_tensor, make_envs, resolve_device
+from marlopt.runners.common import Schedule, StopFlag, evaluate_rule, finish, fresh_tensor, make_envs, resolve_device
 from marlopt.seeding import env_seeds, rng_state, seed_everything, set_rng_state
 
 CPU = torch.device("cpu")
@@ -77,9 +77,7 @@ class OffPolicyRunner:
         self.total_frames = int(cfg.total_steps)
         self.frames = self.rounds = self.episodes = 0
         self.pending: dict[str, list[float]] = {}
-        self._next_save = cfg.save_interval
-        self._next_latest = cfg.latest_interval
-        self._next_eval = cfg.eval_interval if cfg.eval_interval > 0 else float("inf")
+        self.schedule = Schedule(cfg)
         if resume_payload is None:
             first = self.envs.reset(env_seeds(cfg.seed, e))
             self.carry = {"obs": torch.tensor(first.obs), "state": torch.tensor(first.state),
@@ -123,29 +121,28 @@ class OffPolicyRunner:
             stage["terminated"][rows, index] = step.terminated
             self.frames += e
             index += 1
-            ended = step.terminated | step.truncated
-            for i in np.flatnonzero(ended):
-                t = int(index[i])
-                stage["obs"][i, t], stage["state"][i, t], stage["avail"][i, t] = (
-                    step.final_obs[i], step.final_state[i], step.final_avail[i])
-                episode = {k: v[i] for k, v in stage.items()}
-                self.buffer.insert(episode, t)
-                self.rule.observe(episode, t)
-                returns.append(float(step.episode_return[i]))
-                lengths.append(float(step.episode_length[i]))
-                if self.spec.has_won:
-                    wins.append(float(step.won[i]))
-            done = ended | step.dropped  # a dropped episode is lost: never stored
-            overrun = (index >= self.spec.episode_limit) & ~done
-            if overrun.any():
+            done = step.terminated | step.truncated | step.dropped  # a dropped episode is lost: never stored
+            if done.any():
+                for i in np.flatnonzero(step.terminated | step.truncated):
+                    t = int(index[i])
+                    stage["obs"][i, t], stage["state"][i, t], stage["avail"][i, t] = (
+                        step.final_obs[i], step.final_state[i], step.final_avail[i])
+                    episode = {k: v[i] for k, v in stage.items()}
+                    self.buffer.insert(episode, t)
+                    self.rule.observe(episode, t)
+                    returns.append(float(step.episode_return[i]))
+                    lengths.append(float(step.episode_length[i]))
+                    if self.spec.has_won:
+                        wins.append(float(step.won[i]))
+                index[done] = 0
+                if c["policy"] is not None:
+                    fresh = self.policy.initial_state(e)
+                    mask = torch.from_numpy(done)
+                    c["policy"][mask] = fresh[mask]
+            if index.max() >= self.spec.episode_limit:
                 raise RuntimeError(f"env {self.cfg.env.name} map {self.cfg.env.map_name} ran an episode past its "
                                    f"episode_limit={self.spec.episode_limit} without a time limit; the replay "
                                    "buffer stores at most episode_limit steps per episode")
-            if done.any():
-                index[done] = 0
-                fresh = self.policy.initial_state(e)
-                mask = torch.from_numpy(done)
-                c["policy"][mask] = fresh[mask]
             c["obs"], c["state"], c["avail"] = (fresh_tensor(x) for x in (step.obs, step.state, step.avail))
             all_avail = bool(step.avail.all())
         self.episodes += len(returns)
@@ -191,32 +188,15 @@ class OffPolicyRunner:
                            "time/rollout_s": t1 - t0, "time/update_s": t2 - t1}
                 for key, value in metrics.items():  # averaged over the rounds between log events
                     pending.setdefault(key, []).append(value)
-                evaluated = self._maybe_evaluate()
+                evaluated = ({f"eval/{k}": v for k, v in self.evaluate().items()}
+                             if self.schedule.eval_due(self.frames, self.total_frames) else {})
                 if self.rounds % self.cfg.log_interval == 0 or evaluated:
                     logger.log(self.frames, {**{k: float(np.mean(v)) for k, v in pending.items()}, **evaluated})
                     pending.clear()
-                if self.frames >= self._next_save:
-                    self.save(checkpoint_dir(self.run_dir) / f"step_{self.frames}.pt")
-                    self._next_save = (self.frames // self.cfg.save_interval + 1) * self.cfg.save_interval
-                if self.frames >= self._next_latest:
-                    self.save_latest()
-                    self._next_latest = (self.frames // self.cfg.latest_interval + 1) * self.cfg.latest_interval
-                if stop.requested:
-                    self.save_latest()
-                    return f"stopped by {stop.signal_name}"
-                if self.cfg.max_iterations is not None and calls >= self.cfg.max_iterations:
-                    self.save_latest()
-                    return "max_iterations reached"
-        final = self.evaluate()
-        logger.log(self.frames, {f"eval/{k}": v for k, v in final.items()})
-        self.save_latest()
-        return "finished"
-
-    def _maybe_evaluate(self) -> dict[str, float]:
-        if self.frames >= self._next_eval and self.frames < self.total_frames:
-            self._next_eval = (self.frames // self.cfg.eval_interval + 1) * self.cfg.eval_interval
-            return {f"eval/{k}": v for k, v in self.evaluate().items()}
-        return {}
+                reason = self.schedule.after_iteration(self, stop, calls)
+                if reason is not None:
+                    return reason
+        return finish(self, logger)
 
     def evaluate(self, episodes: int | None = None) -> dict[str, float]:
         """Greedy episodes of the deployed policy (each agent's argmax over its available actions)."""
@@ -238,20 +218,19 @@ class OffPolicyRunner:
             "rule": self.rule.state_dict(),
             "rng": rng_state(),
             "envs": encode_numpy(self.envs.get_state()),
-            "carry": {k: v.clone() for k, v in self.carry.items()},
+            "carry": {k: v.clone() for k, v in self.carry.items() if v is not None},
             "staging": encode_numpy({**self.staging, "step_index": self.step_index}),
             "buffer": self.buffer.state_dict() if self.buffer_fits() else None,
             "pending": {k: list(v) for k, v in self.pending.items()},
             "counters": {"frames": self.frames, "iteration": self.rounds, "episodes": self.episodes,
-                         "next_save": self._next_save, "next_latest": self._next_latest,
-                         "next_eval": self._next_eval if np.isfinite(self._next_eval) else -1.0},
+                         **self.schedule.counters()},
         })
 
     def _load(self, payload: dict[str, Any]) -> None:
         self.rule.load_state_dict(payload["rule"])
         self._refresh_acting_agent()
         restored = self.envs.set_state(decode_numpy(payload["envs"]))
-        self.carry = {k: v.clone() for k, v in payload["carry"].items()}
+        self.carry = {"policy": None, **{k: v.clone() for k, v in payload["carry"].items()}}
         staging = decode_numpy(payload["staging"])
         self.step_index = staging.pop("step_index")
         self.staging = staging
@@ -265,13 +244,13 @@ class OffPolicyRunner:
         for e in np.flatnonzero(self.envs.last_restore_reset):
             for key in INPUTS:
                 self.carry[key][e] = torch.tensor(getattr(restored, key)[e])
-            self.carry["policy"][e] = fresh[e]
+            if fresh is not None:
+                self.carry["policy"][e] = fresh[e]
             self.step_index[e] = 0
         self.pending = {k: list(v) for k, v in payload["pending"].items()}
         n = payload["counters"]
         self.frames, self.rounds, self.episodes = n["frames"], n["iteration"], n["episodes"]
-        self._next_save, self._next_latest = n["next_save"], n["next_latest"]
-        self._next_eval = float("inf") if n["next_eval"] < 0 else n["next_eval"]
+        self.schedule.load(n)
         set_rng_state(payload["rng"])
 
     def close(self) -> None:

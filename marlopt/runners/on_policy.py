@@ -32,7 +32,7 @@ from marlopt.config import TrainConfig
 from marlopt.envs import VectorEnv
 from marlopt.envs.common import usable_cpus
 from marlopt.logger import RunLogger
-from marlopt.runners.common import StopFlag, evaluate_rule, fresh_tensor, make_envs, resolve_device
+from marlopt.runners.common import Schedule, StopFlag, evaluate_rule, finish, fresh_tensor, make_envs, resolve_device
 from marlopt.seeding import env_seeds, rng_state, seed_everything, set_rng_state
 
 CPU = torch.device("cpu")
@@ -62,9 +62,7 @@ class OnPolicyRunner:
         self.frames_per_iteration = t * e
         self.total_frames = int(cfg.total_steps)
         self.frames = self.iteration = self.episodes = 0
-        self._next_save = cfg.save_interval
-        self._next_latest = cfg.latest_interval
-        self._next_eval = cfg.eval_interval if cfg.eval_interval > 0 else float("inf")
+        self.schedule = Schedule(cfg)
         if resume_payload is None:
             first = self.envs.reset(env_seeds(cfg.seed, e))
             self.carry = {
@@ -173,30 +171,14 @@ class OnPolicyRunner:
                 calls += 1
                 metrics = {**stats, **update_metrics, "time/fps": self.frames_per_iteration / (t2 - t0),
                            "time/rollout_s": t1 - t0, "time/update_s": t2 - t1}
-                self._maybe_evaluate(metrics)
+                if self.schedule.eval_due(self.frames, self.total_frames):
+                    metrics.update({f"eval/{k}": v for k, v in self.evaluate().items()})
                 if self.iteration % self.cfg.log_interval == 0:
                     logger.log(self.frames, metrics)
-                if self.frames >= self._next_save:
-                    self.save(checkpoint_dir(self.run_dir) / f"step_{self.frames}.pt")
-                    self._next_save = (self.frames // self.cfg.save_interval + 1) * self.cfg.save_interval
-                if self.frames >= self._next_latest:
-                    self.save_latest()
-                    self._next_latest = (self.frames // self.cfg.latest_interval + 1) * self.cfg.latest_interval
-                if stop.requested:
-                    self.save_latest()
-                    return f"stopped by {stop.signal_name}"
-                if self.cfg.max_iterations is not None and calls >= self.cfg.max_iterations:
-                    self.save_latest()
-                    return "max_iterations reached"
-        final = self.evaluate()
-        logger.log(self.frames, {f"eval/{k}": v for k, v in final.items()})
-        self.save_latest()
-        return "finished"
-
-    def _maybe_evaluate(self, metrics: dict[str, float]) -> None:
-        if self.frames >= self._next_eval and self.frames < self.total_frames:
-            metrics.update({f"eval/{k}": v for k, v in self.evaluate().items()})
-            self._next_eval = (self.frames // self.cfg.eval_interval + 1) * self.cfg.eval_interval
+                reason = self.schedule.after_iteration(self, stop, calls)
+                if reason is not None:
+                    return reason
+        return finish(self, logger)
 
     def evaluate(self, episodes: int | None = None) -> dict[str, float]:
         """Greedy episodes of the deployed policy (and of the rule's extra policies, prefixed)."""
@@ -217,8 +199,7 @@ class OnPolicyRunner:
             "envs": encode_numpy(self.envs.get_state()),
             "carry": {k: v.clone() for k, v in self.carry.items() if v is not None},
             "counters": {"frames": self.frames, "iteration": self.iteration, "episodes": self.episodes,
-                         "next_save": self._next_save, "next_latest": self._next_latest,
-                         "next_eval": self._next_eval if np.isfinite(self._next_eval) else -1.0},
+                         **self.schedule.counters()},
         })
 
     def _load(self, payload: dict[str, Any]) -> None:
@@ -235,8 +216,7 @@ class OnPolicyRunner:
             self.carry["starts"][e] = 1.0
         n = payload["counters"]
         self.frames, self.iteration, self.episodes = n["frames"], n["iteration"], n["episodes"]
-        self._next_save, self._next_latest = n["next_save"], n["next_latest"]
-        self._next_eval = float("inf") if n["next_eval"] < 0 else n["next_eval"]
+        self.schedule.load(n)
         set_rng_state(payload["rng"])
 
     def close(self) -> None:

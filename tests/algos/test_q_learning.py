@@ -269,3 +269,24 @@ def test_state_dict_round_trip_keeps_everything_that_steers_learning():
     assert torch.equal(other.reward_stats, rule.reward_stats)
     a, b = rule.update(batch, episodes=301), other.update(batch, episodes=301)
     assert a["train/td_loss"] == b["train/td_loss"]
+
+
+@pytest.mark.parametrize("overrides", [[], ["model.recurrent=false", "algo.obs_last_action=false"]])
+def test_acting_sees_what_the_learner_sees(overrides):
+    """Acting step by step (GRU state and previous action carried in the policy's state) chooses
+    the argmax of the utilities the learner recomputes over the whole episode from its start."""
+    rule = make_rule(*overrides)
+    policy = rule.eval_policy()
+    obs = make_batch().obs[:, :6].transpose(0, 1)  # [T, B, N, O]
+    state = policy.initial_state(3)
+    assert (state is None) == (overrides != [])
+    taken = []
+    with torch.no_grad():
+        for t in range(obs.shape[0]):
+            actions, state = policy.step(obs[t], None, state, epsilon=0.0)
+            taken.append(actions)
+        taken = torch.stack(taken)
+        last = torch.cat([torch.full_like(taken[:1], -1), taken[:-1]])
+        h0 = rule.agent.initial_hidden(3) if rule.agent.hidden_size else None
+        q_seq, _ = rule.agent(obs, last, h0)
+    torch.testing.assert_close(taken, q_seq.argmax(-1))
