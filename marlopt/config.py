@@ -240,6 +240,10 @@ class QLearningConfig(AlgoConfig):
     obs_last_action: bool = True  # the agent's input includes its previous action (one-hot), as PyMARL's
     mixer: str = "qmix"  # vdn (Q_tot = sum of the utilities) | qmix (monotonic hypernetwork on the state)
     mixing_embed_dim: int = 32  # QMIX: width of the mixing network
+    # QMIX: standardise the state its hypernetworks read by running statistics of the sampled states
+    # (an env whose state is not normalised, e.g. SMAX's raw positions, otherwise starts Q_tot at ~10x
+    # the returns); false = PyMARL's mixer exactly (SMAC's state is normalised by the env)
+    mixer_state_norm: bool = True
     hypernet_embed: int = 64  # QMIX: hidden width of the two-layer hypernetworks that output the weights
     # -- targets
     gamma: float = 0.99  # discount

@@ -180,6 +180,8 @@ def td_lambda_targets(
     r = _as_float(rewards, dtype).to(device).expand(shape)
     keep = (gamma * (~term).to(dtype)).expand(shape)
 
+    if lam == 0.0:  # one-step targets need no recursion: r_t + gamma (1 - terminated_t) next_values[t]
+        return r + keep * nv
     targets = torch.empty(shape, dtype=dtype, device=device)
     nxt = nv[T - 1] if T > 0 else zero  # the last stored step always ends its sequence
     for t in range(T - 1, -1, -1):

@@ -53,6 +53,7 @@ EPYMARL_MAPPING: list[tuple[str, str, str]] = [
     ("obs_agent_id=True obs_last_action=False", "model.agent_id=true algo.obs_last_action=false", "shared weights"),
     ("double_q=True, one-step targets (no td_lambda)", "algo.double_q=true algo.td_lambda=0", ""),
     ("gamma=0.99", "algo.gamma=0.99", ""),
+    ("QMixer reads the raw state", "algo.mixer_state_norm=false", "marlopt's default standardises it"),
     ("standardise_rewards=True standardise_returns=False", "algo.standardise_rewards=true", "running statistics of the sampled rewards"),
     ("common_reward=True reward_scalarisation=sum", "(marlopt's MPE team reward is the sum)", ""),
     ("torch threads 1 (main.py)", "torch_threads=1", "acting runs on one thread in both"),
@@ -70,6 +71,7 @@ MARLOPT = ["algo=qmix", "env=mpe", "map=simple_spread", "n_envs=1", "algo.batch_
            "algo.epsilon_anneal_steps=50000", "algo.mixer=qmix", "algo.mixing_embed_dim=32", "algo.hypernet_embed=64",
            "model.recurrent=false", "model.hidden_sizes=[64,64]", "model.agent_id=true", "algo.obs_last_action=false",
            "algo.double_q=true", "algo.td_lambda=0", "algo.gamma=0.99", "algo.standardise_rewards=true",
+           "algo.mixer_state_norm=false",
            "torch_threads=1", "progress=false"]
 
 

@@ -25,7 +25,6 @@ min-norm consensus and ``Γ_i`` GRASP's factor (eq. 37-38); the mixer gets the p
 from __future__ import annotations
 
 import copy
-import math
 import time
 from typing import Any
 
@@ -140,6 +139,41 @@ class CountTable:
         self.counts = dict(zip(state["codes"].tolist(), state["counts"].tolist()))
 
 
+class RunningMeanStd:
+    """Running mean and variance of ``[..., D]`` samples (Chan et al.'s parallel update, float64),
+    kept in the checkpoint: PyMARL's reward standardisation and the mixer's state normalisation."""
+
+    def __init__(self, dim: int, device: torch.device):
+        self.count = 0.0
+        self.mean = torch.zeros(dim, dtype=torch.float64, device=device)
+        self.m2 = torch.zeros(dim, dtype=torch.float64, device=device)
+
+    def update(self, x: Tensor) -> None:
+        """Add the rows of ``x[M, D]``."""
+        if x.shape[0] == 0:
+            return
+        x = x.double()
+        n, total = float(x.shape[0]), self.count + float(x.shape[0])
+        batch_mean = x.mean(0)
+        delta = batch_mean - self.mean
+        self.m2 = self.m2 + ((x - batch_mean) ** 2).sum(0) + delta**2 * self.count * n / total
+        self.mean = self.mean + delta * n / total
+        self.count = total
+
+    def normalise(self, x: Tensor, min_std: float = 1e-8, clip: float | None = None) -> Tensor:
+        """``(x - mean) / max(std, min_std)``, clipped to ``±clip`` when given."""
+        std = (self.m2 / max(self.count, 1.0)).sqrt().clamp_min(min_std)
+        out = (x - self.mean) / std
+        return (out if clip is None else out.clamp(-clip, clip)).to(x.dtype)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"count": self.count, "mean": self.mean, "m2": self.m2}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.count = float(state["count"])
+        self.mean, self.m2 = state["mean"].to(self.mean.device), state["m2"].to(self.m2.device)
+
+
 class QLearningRule:
     """Agent network, mixer, their target copies and one optimiser (see the module docstring)."""
 
@@ -160,7 +194,8 @@ class QLearningRule:
         self.hashing = algo.weighting == "gpvd" or algo.count_bonus > 0
         self.projection = torch.randn(algo.hash_bits, state_dim).to(device) if self.hashing else None
         self.counts = CountTable()
-        self.reward_stats = torch.zeros(3, dtype=torch.float64)  # count, mean, M2 (standardise_rewards)
+        self.reward_stats = RunningMeanStd(1, device)  # standardise_rewards
+        self.state_stats = RunningMeanStd(state_dim, device)  # mixer_state_norm
         self.updates = 0
         self.last_target_episode = 0
 
@@ -201,18 +236,19 @@ class QLearningRule:
     def _standardise(self, reward: Tensor, filled: Tensor) -> Tensor:
         """Rewards centred and scaled by running statistics of the sampled rewards (PyMARL's
         ``standardise_rewards``); the statistics are updated with this batch first."""
-        x = reward[filled].double().cpu()
-        n, mean, m2 = self.reward_stats.tolist()
-        if x.numel():
-            bn, bmean, bvar = x.numel(), float(x.mean()), float(x.var(unbiased=False))
-            total = n + bn
-            delta = bmean - mean
-            mean += delta * bn / total
-            m2 += bvar * bn + delta * delta * n * bn / total
-            n = total
-            self.reward_stats = torch.tensor([n, mean, m2], dtype=torch.float64)
-        std = math.sqrt(m2 / n) if n > 0 else 1.0
-        return (reward - mean) / max(std, 1e-8)
+        self.reward_stats.update(reward[filled].unsqueeze(-1))
+        return self.reward_stats.normalise(reward.unsqueeze(-1)).squeeze(-1)
+
+    def mixer_states(self, state: Tensor, filled: Tensor) -> Tensor:
+        """The states ``[T+1, B, S, D]`` as the mixers read them, ``[T+1, B, S·D]``: flattened and,
+        with ``mixer_state_norm``, standardised by running statistics updated with this batch's
+        taken steps first (a feature's std is floored at 0.01 and the result clipped to ±10, so a
+        feature constant so far cannot explode when it first changes)."""
+        flat = state.flatten(-2)
+        if not self.cfg.mixer_state_norm:
+            return flat
+        self.state_stats.update(flat[:-1][filled])
+        return self.state_stats.normalise(flat, min_std=0.01, clip=10.0)
 
     def update(self, batch: EpisodeBatch, episodes: int) -> dict[str, float]:
         """One gradient step on ``batch`` (``[B, T]`` episodes); ``episodes``: episodes stored so far
@@ -225,9 +261,10 @@ class QLearningRule:
         last_actions = torch.cat([torch.full_like(actions[:1], -1), actions])  # [T+1, B, N]
         n_batch = obs.shape[1]
         h0 = self.agent.initial_hidden(n_batch, self.device) if self.agent.hidden_size else None
+        mixer_state = self.mixer_states(state, filled)  # [T+1, B, S·D]
         q, _ = self.agent(obs, last_actions, h0)  # [T+1, B, N, A]
         chosen = q[:-1].gather(-1, actions.unsqueeze(-1)).squeeze(-1)  # [T, B, N]
-        q_tot = self.mixer(chosen, state[:-1].flatten(-2))  # [T, B]
+        q_tot = self.mixer(chosen, mixer_state[:-1])  # [T, B]
         with torch.no_grad():
             target_q, _ = self.target_agent(obs, last_actions, h0)
             online = mask_unavailable(q.detach(), avail)
@@ -236,7 +273,7 @@ class QLearningRule:
                 next_q = target_q[1:].gather(-1, next_actions).squeeze(-1)
             else:
                 next_q = mask_unavailable(target_q[1:], avail[1:]).max(-1).values
-            next_tot = self.target_mixer(next_q, state[1:].flatten(-2))  # [T, B]
+            next_tot = self.target_mixer(next_q, mixer_state[1:])  # [T, B]
             rewards = self._standardise(reward, filled) if cfg.standardise_rewards else reward
             metrics: dict[str, float] = {}
             if cfg.count_bonus > 0:
@@ -252,7 +289,7 @@ class QLearningRule:
         weights = torch.ones_like(td)
         if cfg.weighting == "gpvd":
             with torch.no_grad():
-                greedy = self.greedy_values(q[:-1].detach(), avail[:-1], state[:-1])
+                greedy = self.greedy_values(q[:-1].detach(), avail[:-1], mixer_state[:-1])
                 weights = gpvd_weights(self.state_codes(state[:-1]).reshape(-1), actions.reshape(-1, actions.shape[-1]),
                                        targets.reshape(-1), td.detach().reshape(-1), greedy.reshape(-1),
                                        alpha=cfg.gpvd_alpha, optimal_weight=cfg.gpvd_optimal_weight,
@@ -281,11 +318,11 @@ class QLearningRule:
         })
         return metrics
 
-    def greedy_values(self, q: Tensor, avail: Tensor, state: Tensor) -> Tensor:
+    def greedy_values(self, q: Tensor, avail: Tensor, mixer_state: Tensor) -> Tensor:
         """``max_a Q_tot(τ, a)`` over the available joint actions, from utilities ``q[..., N, A]`` and
-        states ``[..., S, D]``: for a monotonic mixer (VDN, QMIX), the mixer of each agent's best
-        available utility."""
-        return self.mixer(mask_unavailable(q, avail).max(-1).values, state.flatten(-2))
+        the mixer's states ``[..., S·D]`` (``mixer_states``): for a monotonic mixer (VDN, QMIX), the
+        mixer of each agent's best available utility."""
+        return self.mixer(mask_unavailable(q, avail).max(-1).values, mixer_state)
 
     def _grasp_gradients(self, loss: Tensor, chosen: Tensor) -> dict[str, float]:
         """Set the agent network's gradient to ``Σ_i Γ_i (g_i + u*)`` and the mixer's to the plain TD
@@ -339,7 +376,8 @@ class QLearningRule:
             "agent": self.agent.state_dict(), "mixer": self.mixer.state_dict(),
             "target_agent": self.target_agent.state_dict(), "target_mixer": self.target_mixer.state_dict(),
             "optim": self.optim.state_dict(), "projection": self.projection, "counts": self.counts.state_dict(),
-            "reward_stats": self.reward_stats, "updates": self.updates, "last_target_episode": self.last_target_episode,
+            "reward_stats": self.reward_stats.state_dict(), "state_stats": self.state_stats.state_dict(),
+            "updates": self.updates, "last_target_episode": self.last_target_episode,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -351,6 +389,7 @@ class QLearningRule:
         if state["projection"] is not None:
             self.projection = state["projection"].to(self.device)
         self.counts.load_state_dict(state["counts"])
-        self.reward_stats = state["reward_stats"]
+        self.reward_stats.load_state_dict(state["reward_stats"])
+        self.state_stats.load_state_dict(state["state_stats"])
         self.updates, self.last_target_episode = int(state["updates"]), int(state["last_target_episode"])
 

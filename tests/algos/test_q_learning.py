@@ -24,7 +24,8 @@ TERMINATED = (True, False, True)  # episode 1 hit its time limit: its last targe
 def make_rule(*overrides: str) -> QLearningRule:
     torch.manual_seed(0)
     cfg = make_config("algo=qmix", "env=games", "map=gpvd_matrix", "model.recurrent=true", "model.hidden_sizes=[8]",
-                      "model.rnn_hidden=8", "algo.mixing_embed_dim=4", "algo.hypernet_embed=8", *overrides)
+                      "model.rnn_hidden=8", "algo.mixing_embed_dim=4", "algo.hypernet_embed=8",
+                      "algo.mixer_state_norm=false", *overrides)  # the references read raw states
     return QLearningRule(SPEC, cfg.algo, cfg.model, torch.device("cpu"))
 
 
@@ -259,14 +260,14 @@ def test_epsilon_anneals_linearly_in_frames():
 
 
 def test_state_dict_round_trip_keeps_everything_that_steers_learning():
-    rule = make_rule("algo=gpvd", "algo.standardise_rewards=true")
+    rule = make_rule("algo=gpvd", "algo.standardise_rewards=true", "algo.mixer_state_norm=true")
     batch = make_batch()
     rule.observe({"state": batch.state[0].numpy()}, 3)
     rule.update(batch, episodes=300)
-    other = make_rule("algo=gpvd", "algo.standardise_rewards=true")
+    other = make_rule("algo=gpvd", "algo.standardise_rewards=true", "algo.mixer_state_norm=true")
     other.load_state_dict(rule.state_dict())
     assert torch.equal(other.projection, rule.projection) and other.counts.counts == rule.counts.counts
-    assert torch.equal(other.reward_stats, rule.reward_stats)
+    assert other.reward_stats.count == rule.reward_stats.count and torch.equal(other.state_stats.m2, rule.state_stats.m2)
     a, b = rule.update(batch, episodes=301), other.update(batch, episodes=301)
     assert a["train/td_loss"] == b["train/td_loss"]
 
@@ -290,3 +291,20 @@ def test_acting_sees_what_the_learner_sees(overrides):
         h0 = rule.agent.initial_hidden(3) if rule.agent.hidden_size else None
         q_seq, _ = rule.agent(obs, last, h0)
     torch.testing.assert_close(taken, q_seq.argmax(-1))
+
+
+def test_mixer_state_norm_feeds_the_mixers_standardised_states():
+    """With ``mixer_state_norm`` (a fresh rule: the statistics are this batch's taken steps), the
+    loss is the reference loss on states standardised by the batch's mean and std."""
+    normed = make_rule("algo.mixer_state_norm=true", "algo.td_lambda=0")
+    plain = make_rule("algo.mixer_state_norm=false", "algo.td_lambda=0")
+    plain.load_state_dict(copy.deepcopy(normed.state_dict()))
+    batch = make_batch()
+    state = batch.state * 7.0 + 3.0  # far from standardised
+    taken = state[:, :-1][batch.filled].reshape(-1, 4).double()
+    mean, std = taken.mean(0), taken.std(0, unbiased=False).clamp_min(0.01)
+    standardised = ((state.double() - mean) / std).clamp(-10, 10).float()
+    q_tot, y = reference_targets(plain, batch._replace(state=standardised))
+    loss = normed.update(batch._replace(state=state), episodes=0)["train/td_loss"]
+    assert loss == pytest.approx(float(((q_tot - y) ** 2).mean()), rel=1e-4)
+    assert normed.state_stats.count == batch.filled.sum()
