@@ -134,15 +134,18 @@ def returns(args: argparse.Namespace) -> dict:
     for seed in args.seeds:
         jobs.append(("marlopt", seed, lambda s=seed: run_marlopt(
             args.frames, s, RUNS / "return" / f"marlopt_{s}", [f"eval_interval={interval}", "eval_episodes=32", "log_interval=1"])))
-        jobs.append(("epymarl", seed, lambda s=seed: run_epymarl(
-            args.frames, s, RUNS / "return" / f"epymarl_{s}.json",
-            ["--full-last-reward", "--set", f"test_interval={interval}", "test_nepisode=32"])))
+        if args.reuse_epymarl is None:
+            jobs.append(("epymarl", seed, lambda s=seed: run_epymarl(
+                args.frames, s, RUNS / "return" / f"epymarl_{s}.json",
+                ["--full-last-reward", "--set", f"test_interval={interval}", "test_nepisode=32"])))
     (RUNS / "return").mkdir(parents=True, exist_ok=True)
     with ThreadPoolExecutor(args.jobs) as pool:
         results = list(pool.map(lambda job: (job[0], job[1], job[2]()), jobs))
     runs: dict[str, list[dict]] = {"marlopt": [], "epymarl": []}
     for which, seed, res in results:
         runs[which].append(res)
+    if args.reuse_epymarl is not None:
+        runs["epymarl"] = json.loads(args.reuse_epymarl.read_text())["runs"]["epymarl"]
     summary = {}
     for which, rs in runs.items():
         finals = [r["test_curve"][-1][1] for r in rs]
@@ -186,6 +189,8 @@ def main() -> None:
     p.add_argument("--test-interval", type=int, default=10_000)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--print-mapping", action="store_true")
+    p.add_argument("--reuse-epymarl", type=Path, default=None,
+                   help="return mode: take EPyMARL's runs from this earlier JSON (same frames, seeds, interval)")
     args = p.parse_args()
     if args.print_mapping:
         for epy, ours, note in EPYMARL_MAPPING:

@@ -1,9 +1,9 @@
 """Per-agent utilities ``Q_i(τ_i, ·)`` of value decomposition (QMIX, VDN, GPVD, GRASP-QMIX).
 
-PyMARL's recurrent agent: the input of agent ``i`` at step ``t`` is its observation, the one-hot
-of its previous action (zeros at ``t = 0``; ``algo.obs_last_action``) and its one-hot id (shared
-weights), then
-``MLP → GRU → Linear`` to one utility per action (docs/algorithms/qmix.md). The MLP is marlopt's
+PyMARL's recurrent agent, with PyTorch's default initialisation as PyMARL's: the input of agent
+``i`` at step ``t`` is its observation, the one-hot of its previous action (zeros at ``t = 0``;
+``algo.obs_last_action``) and its one-hot id (shared weights), then ``MLP → GRU → Linear`` to one
+utility per action (docs/algorithms/qmix.md). The MLP is marlopt's
 :class:`~marlopt.models.trunk.Trunk` without its GRU (so ``model.feature_norm`` and
 ``model.layer_norm`` apply; the QMIX configs turn both off, as PyMARL's agent has neither); the
 GRU carries no LayerNorm and the utility head is linear.
@@ -16,6 +16,7 @@ agent, batched) or ``hybrid`` (shared MLP and GRU, per-agent heads). Tensors kee
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import torch
 from torch import Tensor, nn
@@ -47,6 +48,20 @@ class QAgent(nn.Module):
         self.hidden_size = cfg.rnn_hidden if cfg.recurrent else 0
         self.gru = GroupedGRUCell(body_groups, width, cfg.rnn_hidden) if cfg.recurrent else None
         self.head = GroupedLinear(head_groups, self.hidden_size or width, a, gain=1.0)
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """PyTorch's default initialisation, as PyMARL's agent (``nn.Linear``, ``nn.GRUCell``):
+        weights and biases ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` (``fan_in`` = the GRU's hidden size
+        for its gates), per agent group. marlopt's on-policy layers start orthogonal; for QMIX that
+        start learned measurably slower than EPyMARL's at its own settings (docs/benchmarks.md §4)."""
+        gru_maps = {id(m) for m in ([self.gru.input_map, self.gru.hidden_map] if self.gru is not None else [])}
+        for module in self.modules():
+            if isinstance(module, GroupedLinear):
+                bound = 1.0 / math.sqrt(self.gru.hidden if id(module) in gru_maps else module.in_features)
+                for param in module.parameters():
+                    param.uniform_(-bound, bound)
 
     def initial_hidden(self, batch: int, device: torch.device | str = "cpu") -> Tensor:
         return torch.zeros(batch, self.n_agents, self.hidden_size, device=device)

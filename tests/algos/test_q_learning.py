@@ -308,3 +308,14 @@ def test_mixer_state_norm_feeds_the_mixers_standardised_states():
     loss = normed.update(batch._replace(state=state), episodes=0)["train/td_loss"]
     assert loss == pytest.approx(float(((q_tot - y) ** 2).mean()), rel=1e-4)
     assert normed.state_stats.count == batch.filled.sum()
+
+
+def test_the_mixer_is_in_the_optimiser_and_learns():
+    """ray #5003: a QMIX whose mixer parameters were never optimised."""
+    rule = make_rule()
+    in_optim = {id(p) for group in rule.optim.param_groups for p in group["params"]}
+    assert all(id(p) in in_optim for p in [*rule.agent.parameters(), *rule.mixer.parameters()])
+    assert not any(id(p) in in_optim for p in [*rule.target_agent.parameters(), *rule.target_mixer.parameters()])
+    before = [p.clone() for p in rule.mixer.parameters()]
+    rule.update(make_batch(), episodes=0)
+    assert all(not torch.equal(b, p) for b, p in zip(before, rule.mixer.parameters()))

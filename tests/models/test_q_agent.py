@@ -85,3 +85,13 @@ def test_qmix_is_monotonic_in_every_utility_and_matches_its_equations():
     assert make_mixer("vdn", 3, 6, 8, 16).__class__ is VDNMixer
     with pytest.raises(ValueError, match="unknown mixer"):
         make_mixer("qplex", 3, 6, 8, 16)
+
+
+def test_initialisation_is_pytorchs_default_as_pymarls():
+    torch.manual_seed(0)
+    agent = QAgent(SPEC, dataclasses.replace(PYMARL, sharing="hybrid"))
+    bounds = {"mlp.linears.0": 1 / (4 + 5 + 3) ** 0.5, "gru.input_map": 1 / 8**0.5, "gru.hidden_map": 1 / 8**0.5,
+              "head": 1 / 8**0.5}
+    for name, param in agent.named_parameters():
+        bound = next(b for prefix, b in bounds.items() if name.startswith(prefix))
+        assert param.abs().max() <= bound and param.abs().max() > 0.8 * bound, name  # U(-b, b), not orthogonal
