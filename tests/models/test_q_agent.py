@@ -94,4 +94,6 @@ def test_initialisation_is_pytorchs_default_as_pymarls():
               "head": 1 / 8**0.5}
     for name, param in agent.named_parameters():
         bound = next(b for prefix, b in bounds.items() if name.startswith(prefix))
-        assert param.abs().max() <= bound and param.abs().max() > 0.8 * bound, name  # U(-b, b), not orthogonal
+        assert param.abs().max() <= bound, name
+        if param.numel() >= 64:  # enough draws to reach near the bound: U(-b, b), not orthogonal
+            assert param.abs().max() > 0.9 * bound, name
