@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from marlopt.checkpoint import checkpoint_dir
+from marlopt.checkpoint import LATEST, checkpoint_dir
 from marlopt.config import TrainConfig
 from marlopt.envs import MultiAgentEnv, ProcessVectorEnv, VectorEnv, env_fn
 from marlopt.envs.common import usable_cpus
@@ -148,3 +148,22 @@ def finish(runner: Any, logger: Any) -> str:
     logger.log(runner.frames, {f"eval/{k}": v for k, v in final.items()})
     runner.save_latest()
     return "finished"
+
+
+class RunnerCommon:
+    """The members both runners share; a runner sets ``cfg``, ``run_dir``, ``env_fns``, ``envs``,
+    ``rule`` and ``save(path)``."""
+
+    def evaluate(self, episodes: int | None = None) -> dict[str, float]:
+        """Greedy episodes of the deployed policy (and of the rule's extra policies, prefixed)."""
+        return evaluate_rule(self.cfg, self.env_fns, self.rule, episodes)  # type: ignore[attr-defined]
+
+    def message(self, text: str) -> None:
+        if getattr(self, "logger", None) is not None:
+            self.logger.message(text)  # type: ignore[attr-defined]
+
+    def save_latest(self) -> None:
+        self.save(checkpoint_dir(self.run_dir) / LATEST)  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        self.envs.close()  # type: ignore[attr-defined]

@@ -33,12 +33,12 @@ import torch
 
 from marlopt.algos.registry import build_rule
 from marlopt.algos.q_learning import QPolicy
-from marlopt.checkpoint import LATEST, checkpoint_dir, decode_numpy, encode_numpy, save_checkpoint
+from marlopt.checkpoint import decode_numpy, encode_numpy, save_checkpoint
 from marlopt.config import TrainConfig
 from marlopt.envs.common import usable_cpus
 from marlopt.logger import RunLogger
 from marlopt.replay import EpisodeBuffer
-from marlopt.runners.common import Schedule, StopFlag, evaluate_rule, finish, fresh_tensor, make_envs, resolve_device
+from marlopt.runners.common import RunnerCommon, Schedule, StopFlag, finish, fresh_tensor, make_envs, resolve_device
 from marlopt.seeding import env_seeds, rng_state, seed_everything, set_rng_state
 
 CPU = torch.device("cpu")
@@ -47,7 +47,7 @@ INPUTS = ("obs", "state", "avail")
 STEP_FIELDS = ("actions", "reward", "terminated")
 
 
-class OffPolicyRunner:
+class OffPolicyRunner(RunnerCommon):
     """Owns the envs, the replay buffer, logging and checkpoints; the rule owns the learning."""
 
     def __init__(self, cfg: TrainConfig, run_dir: Path, resume_payload: dict[str, Any] | None = None):
@@ -198,18 +198,7 @@ class OffPolicyRunner:
                     return reason
         return finish(self, logger)
 
-    def evaluate(self, episodes: int | None = None) -> dict[str, float]:
-        """Greedy episodes of the deployed policy (each agent's argmax over its available actions)."""
-        return evaluate_rule(self.cfg, self.env_fns, self.rule, episodes)
-
-    def message(self, text: str) -> None:
-        if getattr(self, "logger", None) is not None:
-            self.logger.message(text)
-
     # -- checkpoints ----------------------------------------------------------------------------
-    def save_latest(self) -> None:
-        self.save(checkpoint_dir(self.run_dir) / LATEST)
-
     def buffer_fits(self) -> bool:
         return self.buffer.nbytes() <= self.algo.buffer_checkpoint_mb * 2**20
 
@@ -252,6 +241,3 @@ class OffPolicyRunner:
         self.frames, self.rounds, self.episodes = n["frames"], n["iteration"], n["episodes"]
         self.schedule.load(n)
         set_rng_state(payload["rng"])
-
-    def close(self) -> None:
-        self.envs.close()

@@ -27,18 +27,18 @@ import torch
 
 from marlopt.algos.registry import build_rule
 from marlopt.buffers import RolloutBatch, RolloutBuffer, RolloutTail
-from marlopt.checkpoint import LATEST, checkpoint_dir, decode_numpy, encode_numpy, save_checkpoint
+from marlopt.checkpoint import decode_numpy, encode_numpy, save_checkpoint
 from marlopt.config import TrainConfig
 from marlopt.envs import VectorEnv
 from marlopt.envs.common import usable_cpus
 from marlopt.logger import RunLogger
-from marlopt.runners.common import Schedule, StopFlag, evaluate_rule, finish, fresh_tensor, make_envs, resolve_device
+from marlopt.runners.common import RunnerCommon, Schedule, StopFlag, finish, fresh_tensor, make_envs, resolve_device
 from marlopt.seeding import env_seeds, rng_state, seed_everything, set_rng_state
 
 CPU = torch.device("cpu")
 
 
-class OnPolicyRunner:
+class OnPolicyRunner(RunnerCommon):
     """Owns the envs, the buffer, logging and checkpoints; the update rule owns the learning."""
 
     def __init__(self, cfg: TrainConfig, run_dir: Path, resume_payload: dict[str, Any] | None = None):
@@ -180,18 +180,7 @@ class OnPolicyRunner:
                     return reason
         return finish(self, logger)
 
-    def evaluate(self, episodes: int | None = None) -> dict[str, float]:
-        """Greedy episodes of the deployed policy (and of the rule's extra policies, prefixed)."""
-        return evaluate_rule(self.cfg, self.env_fns, self.rule, episodes)
-
-    def message(self, text: str) -> None:
-        if getattr(self, "logger", None) is not None:
-            self.logger.message(text)
-
     # -- checkpoints ----------------------------------------------------------------------------
-    def save_latest(self) -> None:
-        self.save(checkpoint_dir(self.run_dir) / LATEST)
-
     def save(self, path: Path) -> None:
         save_checkpoint(path, {
             "rule": self.rule.state_dict(),
@@ -218,6 +207,3 @@ class OnPolicyRunner:
         self.frames, self.iteration, self.episodes = n["frames"], n["iteration"], n["episodes"]
         self.schedule.load(n)
         set_rng_state(payload["rng"])
-
-    def close(self) -> None:
-        self.envs.close()
