@@ -191,8 +191,8 @@ class QLearningRule:
         else:
             self.optim = torch.optim.RMSprop(self.params, lr=algo.lr, alpha=algo.optim_alpha, eps=algo.optim_eps)
         # GPVD: a fixed Gaussian projection (SimHash), drawn from the seeded global RNG
-        self.hashing = algo.weighting == "gpvd" or algo.count_bonus > 0
-        self.projection = torch.randn(algo.hash_bits, state_dim).to(device) if self.hashing else None
+        hashing = algo.weighting == "gpvd" or algo.count_bonus > 0
+        self.projection = torch.randn(algo.hash_bits, state_dim).to(device) if hashing else None
         self.counts = CountTable()
         self.reward_stats = RunningMeanStd(1, device)  # standardise_rewards
         self.state_stats = RunningMeanStd(state_dim, device)  # mixer_state_norm

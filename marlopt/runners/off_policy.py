@@ -42,9 +42,8 @@ from marlopt.runners.common import RunnerCommon, Schedule, StopFlag, finish, fre
 from marlopt.seeding import env_seeds, rng_state, seed_everything, set_rng_state
 
 CPU = torch.device("cpu")
-#: Per-step fields staged for each env's episode in flight (inputs have one more row: the final one).
+#: The policy's inputs, staged per step for each env's episode in flight (plus the final ones).
 INPUTS = ("obs", "state", "avail")
-STEP_FIELDS = ("actions", "reward", "terminated")
 
 
 class OffPolicyRunner(RunnerCommon):
