@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 LATEST = "latest.pt"
+TMP_MARK = ".tmp"  # a write in progress: ``.<name>.tmp<pid>`` beside its target
 
 #: Bumped whenever a checkpoint written by an older marlopt would load *wrongly* rather than fail.
 #: 2: linear weights are stored ``[out, in]`` (``nn.Linear``'s layout); format 1 stored ``[in, out]``,
@@ -59,12 +60,26 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     """Write ``payload`` (plus the format number) atomically to ``path``."""
     payload = {**payload, "format": FORMAT}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        torch.save(payload, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # a full disk, a signal: the old file stays, the partial one goes
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def remove_stale_temporaries(run_dir: Path) -> list[str]:
+    """Delete the temporary files of checkpoint writes that were killed mid-way (``kill -9``, a lost
+    node). Call it only while holding the run's lock: then no write of this run is in flight."""
+    directory = checkpoint_dir(run_dir)
+    stale = sorted(directory.glob(f".*{TMP_MARK}*")) if directory.is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return [p.name for p in stale]
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -105,3 +120,41 @@ def resolve_checkpoint(run_dir: Path, name: str = "latest") -> Path:
             f"no checkpoint '{name}' in {directory}" + (f"; available: {', '.join(have)}" if have else " (none saved yet)")
         )
     return file
+
+
+def _step_frames(path: Path) -> int:
+    """The frame count in a ``step_<frames>.pt`` name (-1 for any other name)."""
+    stem = path.stem
+    return int(stem[5:]) if stem.startswith("step_") and stem[5:].isdigit() else -1
+
+
+def newest_checkpoint(run_dir: Path) -> tuple[Path, dict[str, Any], list[str]]:
+    """The readable checkpoint with the most frames, its payload, and a note per file skipped.
+
+    ``latest.pt`` is refreshed every ``latest_interval`` frames and ``step_<N>.pt`` every
+    ``save_interval``, so either can be the newer one when a run dies. Candidates are tried from the
+    most frames down (``latest.pt`` is read first to learn its count); an unreadable one is skipped
+    with a note (and left on disk for inspection), so a corrupt newest file falls back to the next.
+    Raises :class:`CheckpointError` when none is readable.
+    """
+    directory = checkpoint_dir(run_dir)
+    steps = sorted((p for p in directory.glob("step_*.pt") if _step_frames(p) >= 0), key=_step_frames, reverse=True)
+    notes: list[str] = []
+    latest, latest_payload, latest_frames = directory / LATEST, None, -1
+    if latest.is_file():
+        try:
+            latest_payload = load_checkpoint(latest)
+            latest_frames = int(latest_payload["counters"]["frames"])
+        except CheckpointError as exc:
+            notes.append(f"skipped {LATEST}: {str(exc).split(': ', 1)[-1][:200]}")
+    for path in steps:
+        if _step_frames(path) <= latest_frames:
+            break
+        try:
+            return path, load_checkpoint(path), notes
+        except CheckpointError as exc:
+            notes.append(f"skipped {path.name}: {str(exc).split(': ', 1)[-1][:200]}")
+    if latest_payload is not None:  # (with latest.pt unreadable, every step file was tried above)
+        return latest, latest_payload, notes
+    detail = f" ({'; '.join(notes)})" if notes else ""
+    raise CheckpointError(f"no readable checkpoint in {directory}{detail}; start a new run instead of resuming")

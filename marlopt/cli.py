@@ -145,22 +145,33 @@ def parse_value(text: str) -> object:
 
 
 def load_run_config(run_dir: Path, changes: dict[str, str] | None = None) -> tuple[DictConfig, TrainConfig]:
-    """The saved config of a run directory, typed and validated (``changes`` applied on top)."""
+    """The saved config of a run directory, typed and validated: the changes earlier resumes kept
+    (``.hydra/resume_changes.yaml``), then ``changes``, applied on top."""
+    from marlopt.rundir import saved_changes
+
     hydra_dir = run_dir / ".hydra"
     if not (hydra_dir / "config.yaml").is_file():
         raise ConfigError(f"{run_dir} is not a marlopt run directory (no .hydra/config.yaml)")
-    saved = OmegaConf.load(hydra_dir / "config.yaml")
-    overrides_file = hydra_dir / "overrides.yaml"
-    overrides = [str(o) for o in OmegaConf.load(overrides_file)] if overrides_file.is_file() else []
+    try:
+        saved = OmegaConf.load(hydra_dir / "config.yaml")
+        overrides_file = hydra_dir / "overrides.yaml"
+        overrides = [str(o) for o in OmegaConf.load(overrides_file)] if overrides_file.is_file() else []
+        hydra_file = hydra_dir / "hydra.yaml"  # the run's own algorithm directories, if it had any
+        paths = [str(p) for p in OmegaConf.load(hydra_file).hydra.get("searchpath", [])] if hydra_file.is_file() else []
+        kept = saved_changes(run_dir)
+    except Exception as exc:  # noqa: BLE001 - YAML syntax or structure: one line naming the file
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"{hydra_dir} is damaged ({type(exc).__name__}: {first}); restore it from a copy, or "
+                          "start a new run") from None
+    if not isinstance(saved, DictConfig):
+        raise ConfigError(f"{hydra_dir / 'config.yaml'} is damaged (not a mapping); restore it from a copy, or "
+                          "start a new run")
     overrides = [o for o in overrides if not o.lstrip("+~").startswith("resume=")]
-    hydra_file = hydra_dir / "hydra.yaml"  # the run's own algorithm directories, if it had any
-    if hydra_file.is_file():
-        paths = [str(p) for p in OmegaConf.load(hydra_file).hydra.get("searchpath", [])]
-        if paths:
-            overrides.append(f"hydra.searchpath=[{','.join(paths)}]")
+    if paths:
+        overrides.append(f"hydra.searchpath=[{','.join(paths)}]")
     composed = compose(overrides)
     cfg = OmegaConf.merge(composed, saved)
-    for key, value in (changes or {}).items():
+    for key, value in {**kept, **(changes or {})}.items():
         OmegaConf.update(cfg, key, parse_value(value), merge=False)
     assert isinstance(cfg, DictConfig)
     return cfg, to_objects(cfg)

@@ -21,6 +21,11 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 
+#: The largest run seed: env seeds are ``seed * 100_003 + offset + i`` (marlopt/seeding.py) and
+#: must stay below 2**32 (numpy's and JAX's seed range) with room for a million offsets.
+MAX_SEED = (2**32 - 1 - 1_000_000) // 100_003
+
+
 class ConfigError(ValueError):
     """A configuration value is invalid; the message names the key and the fix."""
 
@@ -366,8 +371,11 @@ class TrainConfig:
     max_iterations: Optional[int] = None  # stop (with a checkpoint) after this many in this call
     progress: bool = True  # rich progress bar (plain log lines when not a terminal)
     speed_kit: bool = True  # marlopt.optim's speed tricks (fused Adam, lean grad clip, fast tanh); false = plain torch
+    nonfinite_patience: int = 10  # consecutive optimiser steps with a non-finite loss or gradient (each skipped) before the run stops
 
     def __post_init__(self) -> None:
+        _require(0 <= self.seed <= MAX_SEED, "seed",
+                 f"must be in 0..{MAX_SEED} (env seeds are seed·100003 + i and must fit 32 bits; got {self.seed})")
         _positive(self.total_steps, "total_steps")
         _require(float(self.total_steps).is_integer(), "total_steps", "must be a whole number")
         _positive(self.n_envs, "n_envs")
@@ -384,6 +392,7 @@ class TrainConfig:
         _nonnegative(self.eval_envs, "eval_envs")
         _positive(self.save_interval, "save_interval")
         _positive(self.latest_interval, "latest_interval")
+        _positive(self.nonfinite_patience, "nonfinite_patience")
         if self.max_iterations is not None:
             _positive(self.max_iterations, "max_iterations")
         if isinstance(self.model, ModelConfig) and self.model.recurrent:
@@ -411,8 +420,29 @@ def register_configs() -> None:
         cs.store(group="algo", name=f"{name}_schema", node=entry.schema)
 
 
+def check_known_keys(node: DictConfig, obj: Any, prefix: str = "") -> None:
+    """Every key of the composed ``node`` is a field of its schema ``obj`` (recursively; free-form
+    dicts such as ``env.options`` are not checked). Hydra accepts ``+algo.lrr=3`` (its own hint
+    after ``algo.lrr=3`` fails) by adding a key no code reads: refused here, with the nearest field."""
+    import dataclasses
+    import difflib
+
+    names = [f.name for f in dataclasses.fields(obj)]
+    for key in node.keys():
+        key = str(key)
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f"did you mean {prefix}{close[0]}? " if close else ""
+            raise ConfigError(f"{prefix}{key}: unknown key ({hint}{type(obj).__name__} in marlopt/config.py lists "
+                              "the valid keys)")
+        value = getattr(obj, key)
+        if dataclasses.is_dataclass(value) and isinstance(node[key], DictConfig):
+            check_known_keys(node[key], value, f"{prefix}{key}.")
+
+
 def to_objects(cfg: DictConfig) -> TrainConfig:
-    """Instantiate the dataclasses (running every ``__post_init__`` check) from a composed config."""
+    """Instantiate the dataclasses (running every ``__post_init__`` check) from a composed config;
+    unknown keys are refused (:func:`check_known_keys`)."""
     algo_cfg = cfg.algo
     obj = OmegaConf.to_object(cfg)
     assert isinstance(obj, TrainConfig)
@@ -428,4 +458,5 @@ def to_objects(cfg: DictConfig) -> TrainConfig:
             raise
         except Exception as exc:  # noqa: BLE001 - OmegaConf's key/type errors: one line naming the key
             raise ConfigError(f"algo: {str(exc).splitlines()[0]} (schema {schema.__name__})") from None
+    check_known_keys(cfg, obj)
     return obj

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from marlopt.cli import fail, parse_overrides, parse_value
-from marlopt.config import ConfigError
+from marlopt.config import MAX_SEED, ConfigError
 
 USAGE = "usage: python -m marlopt.evaluate run=<run_dir> [episodes=32] [checkpoint=latest] [stochastic=false] [seed=N]"
 
@@ -38,6 +38,13 @@ def evaluate_run(run_dir: Path, episodes: int = 32, checkpoint: str = "latest", 
     return result
 
 
+def _whole_number(text: str, key: str) -> int:
+    value = parse_value(text)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not float(value).is_integer():
+        raise ConfigError(f"{key}: must be a whole number (got {text!r}); {USAGE}")
+    return int(value)
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     from marlopt.checkpoint import CheckpointError
@@ -47,12 +54,16 @@ def main(argv: list[str] | None = None) -> None:
     if "run" not in args or unknown:
         fail(f"{'unknown argument ' + ', '.join(unknown) + '; ' if unknown else ''}{USAGE}")
     try:
-        episodes = int(parse_value(args.get("episodes", "32")))  # type: ignore[arg-type]
+        episodes = _whole_number(args.get("episodes", "32"), "episodes")
         if episodes <= 0:
             raise ConfigError(f"episodes: must be > 0 (got {episodes})")
-        result = evaluate_run(Path(args["run"]), episodes, args.get("checkpoint", "latest"),
-                              bool(parse_value(args.get("stochastic", "false"))),
-                              None if "seed" not in args else int(parse_value(args["seed"])))  # type: ignore[arg-type]
+        seed = None if "seed" not in args else _whole_number(args["seed"], "seed")
+        if seed is not None and not 0 <= seed <= MAX_SEED:
+            raise ConfigError(f"seed: must be in 0..{MAX_SEED} (got {seed})")
+        stochastic = parse_value(args.get("stochastic", "false"))
+        if not isinstance(stochastic, bool):
+            raise ConfigError(f"stochastic: must be true or false (got {args['stochastic']!r})")
+        result = evaluate_run(Path(args["run"]), episodes, args.get("checkpoint", "latest"), stochastic, seed)
     except (ConfigError, CheckpointError, ImportError) as exc:
         fail(str(exc))
     line = f"return {result['return_mean']:.3f} ± {result['return_std']:.3f} over {int(result['episodes'])} episodes"

@@ -1,9 +1,15 @@
 """Run outputs: ``metrics.jsonl``, TensorBoard event files, ``versions.json``, a progress bar.
 
-Every log event is one JSON object per line, ``{"step": <env frames>, "<tag>": value, ...}``, and
-the same tags go to TensorBoard (``tb/``). On resume, lines past the checkpoint's frame count are
-cut from ``metrics.jsonl`` and TensorBoard purges its events past that step, so a resumed run's
-logs read exactly like an uninterrupted run's.
+Every log event is one JSON object per line, ``{"step": <env frames>, "<tag>": value, ...,
+"time/elapsed_s": <wall-clock seconds of the run>}``, and the same tags go to TensorBoard (``tb/``).
+A non-finite value is written, not dropped: as the JSON string ``"nan"``, ``"inf"`` or ``"-inf"``
+(strict JSON has no such numbers; :func:`read_metrics` turns them back into floats).
+``time/elapsed_s`` sums the wall-clock time of every session of a resumed run up to its checkpoint.
+
+On resume the file is cut back to the rows it had when the checkpoint was written (checkpoints
+record the count; older ones: the rows up to the checkpoint's frame count) and TensorBoard purges
+its events past that step, so a resumed run's logs read exactly like an uninterrupted run's. A last
+line cut short by a crash is dropped with a note.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import math
+import os
 import platform
 import subprocess
 import sys
@@ -58,23 +65,78 @@ def write_versions(run_dir: Path) -> None:
     (run_dir / VERSIONS_FILE).write_text(json.dumps(collect_versions(), indent=2) + "\n")
 
 
-def truncate_metrics(path: Path, max_step: int) -> None:
-    """Keep only the events with ``step <= max_step`` (used on resume)."""
+_NONFINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+
+
+def encode_value(value: float) -> float | str:
+    """A metric as written to ``metrics.jsonl``: finite floats as numbers, others as strings."""
+    value = float(value)
+    if math.isfinite(value):
+        return value
+    return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+
+
+def decode_row(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: _NONFINITE.get(v, v) if isinstance(v, str) else v for k, v in row.items()}
+
+
+def _parse_lines(path: Path) -> tuple[list[str], list[dict[str, Any]], list[int]]:
+    """The parseable rows' lines and values, and the 1-based numbers of the lines that are not."""
+    lines, rows, bad = [], [], []
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict) or not isinstance(row.get("step"), int):
+                raise ValueError("not an event")
+        except ValueError:
+            bad.append(number)
+            continue
+        lines.append(line)
+        rows.append(row)
+    return lines, rows, bad
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """The events of ``run_dir/metrics.jsonl`` (or of that file), non-finite values as floats; lines
+    that do not parse (a last line cut short by a crash) are skipped."""
+    path = run_dir / METRICS_FILE if run_dir.is_dir() else run_dir
+    return [decode_row(row) for row in _parse_lines(path)[1]]
+
+
+def truncate_metrics(path: Path, max_step: int, max_rows: int | None = None) -> list[str]:
+    """Cut ``metrics.jsonl`` back to its state at a checkpoint (used on resume): the first
+    ``max_rows`` events when the checkpoint recorded how many there were, else the events with
+    ``step <= max_step``. Lines that do not parse are dropped. Returns notes for the user."""
     if not path.is_file():
-        return
-    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= max_step]
-    path.write_text("".join(f"{line}\n" for line in kept))
+        return []
+    lines, rows, bad = _parse_lines(path)
+    notes = [f"{METRICS_FILE}: dropped {len(bad)} unreadable line(s) (line {', '.join(map(str, bad[:5]))}"
+             f"{', ...' if len(bad) > 5 else ''}; a write cut short by a crash)"] if bad else []
+    if max_rows is not None:
+        kept = lines[:max_rows]
+    else:
+        kept = [line for line, row in zip(lines, rows) if row["step"] <= max_step]
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(f"{line}\n" for line in kept))
+    os.replace(tmp, path)
+    return notes
 
 
 class RunLogger:
     """Writes each event to ``metrics.jsonl`` and TensorBoard, and drives the progress bar."""
 
     def __init__(self, run_dir: Path, total_frames: int, start_frame: int = 0, progress: bool = True,
-                 tensorboard: bool = True):
+                 tensorboard: bool = True, rows: int | None = None, elapsed_s: float = 0.0):
+        """``start_frame``, ``rows``, ``elapsed_s``: where a resumed run's checkpoint left off (its
+        frames, the events ``metrics.jsonl`` had then, the run's wall-clock seconds then)."""
         self.run_dir = run_dir
         self.metrics_path = run_dir / METRICS_FILE
-        if start_frame > 0:
-            truncate_metrics(self.metrics_path, start_frame)
+        self.notes: list[str] = []
+        if start_frame > 0 or rows is not None:
+            self.notes = truncate_metrics(self.metrics_path, start_frame, rows)
+        self.rows = len(_parse_lines(self.metrics_path)[0]) if self.metrics_path.is_file() else 0
         self._file = open(self.metrics_path, "a", buffering=1)
         self._writer = None
         if tensorboard:
@@ -97,14 +159,25 @@ class RunLogger:
             self._task = self._progress.add_task("train", total=total_frames, completed=start_frame, fps=0.0, ret="-")
         self.progress = progress
         self._start_frame, self._start_time = start_frame, time.perf_counter()
+        self._elapsed_before = elapsed_s
+
+    def elapsed(self) -> float:
+        """Wall-clock seconds of the run: this session's plus those of the sessions before it."""
+        return self._elapsed_before + time.perf_counter() - self._start_time
+
+    def state(self) -> dict[str, float]:
+        """What a checkpoint records so that a resume can cut the logs back to this moment."""
+        return {"metrics_rows": self.rows, "elapsed_s": self.elapsed()}
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
-        clean = {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))}
-        self._file.write(json.dumps({"step": int(step), **clean}) + "\n")
+        values = {k: float(v) for k, v in metrics.items() if v is not None}
+        values["time/elapsed_s"] = self.elapsed()
+        self._file.write(json.dumps({"step": int(step), **{k: encode_value(v) for k, v in values.items()}}) + "\n")
+        self.rows += 1
         if self._writer is not None:
-            for k, v in clean.items():
+            for k, v in values.items():
                 self._writer.add_scalar(k, v, int(step))
-        self._show(step, clean)
+        self._show(step, {k: v for k, v in values.items() if math.isfinite(v)})
 
     def _show(self, step: int, metrics: dict[str, float]) -> None:
         """Progress of training iterations only (events without ``time/fps``, e.g. the final

@@ -12,7 +12,7 @@ Sections, top to bottom:
    one sends its trick to the public path).
 3. Adam: :class:`LeanFusedAdam` and the factory :func:`adam`.
 4. Gradient clipping: :func:`clip_grad_norm`.
-5. One optimiser step: :func:`clip_and_step`.
+5. One optimiser step: :func:`clip_and_step` (through the non-finite guard, :mod:`marlopt.guard`).
 6. Fast in-place tanh: :func:`tanh_` (the activation of Tanh MLPs and of the GRU's candidate).
 """
 
@@ -22,6 +22,8 @@ from typing import Any, Iterable, NamedTuple
 
 import torch
 from torch import Tensor, nn
+
+from marlopt.guard import admit
 
 __all__ = [
     "set_speed_kit",
@@ -241,13 +243,25 @@ def clip_grad_norm(params: Iterable[nn.Parameter], max_norm: float) -> Tensor:
 # -- 5. One optimiser step ---------------------------------------------------------------------------
 
 
-def clip_and_step(optim: torch.optim.Optimizer, params: list[nn.Parameter], loss: Tensor, max_norm: float) -> float:
-    """Backward, clip the global grad norm, step. Returns the pre-clip grad norm."""
+def clip_and_step(optim: torch.optim.Optimizer, params: list[nn.Parameter], loss: Tensor, max_norm: float, *,
+                  name: str = "step") -> float:
+    """Backward, clip the global grad norm, step. Returns the pre-clip grad norm.
+
+    The step goes through the non-finite guard (:func:`marlopt.guard.admit`, under the step's
+    ``name``, e.g. ``"actor"``, ``"critic"``): where the loss or the pre-clip norm is NaN or
+    infinite the gradients are zeroed and ``optim.step()`` is not called, so the parameters and the
+    optimiser's state stay as they were (the returned norm is then the non-finite value). One host
+    sync, as before: the loss and the norm are read back together.
+    """
     optim.zero_grad(set_to_none=True)
     loss.backward()
     norm = clip_grad_norm(params, max_norm)
-    optim.step()
-    return float(norm)
+    finite, values = admit(name, loss=loss, grad_norm=norm)
+    if finite:
+        optim.step()
+    else:
+        optim.zero_grad(set_to_none=True)
+    return values["grad_norm"]
 
 
 # -- 6. Fast in-place tanh ---------------------------------------------------------------------------

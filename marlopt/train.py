@@ -1,55 +1,167 @@
 """``python -m marlopt.train algo=<name> env=<name> map=<name> [key=value ...]``.
 
 With no arguments: MAPPO on MPE simple_spread (3 agents) on the CPU. ``-m`` sweeps with Hydra
-(``-m seed=0,1,2 algo=mappo``). ``resume=<run_dir>`` continues a run from its latest checkpoint
-(``total_steps=`` may be raised at the same time). Each run directory holds ``.hydra/``,
-``metrics.jsonl``, ``tb/``, ``versions.json`` and ``checkpoints/``.
+(``-m seed=0,1,2 algo=mappo``). ``resume=<run_dir>`` continues a run from its newest readable
+checkpoint (``checkpoint=step_N`` picks one; ``total_steps=`` may be raised at the same time, and is
+kept for later resumes). Each run directory holds ``.hydra/``, ``metrics.jsonl``, ``tb/``,
+``versions.json`` and ``checkpoints/``.
+
+Everything that can be checked before training is checked before Hydra creates a directory
+(marlopt/preflight.py); what fails later ends in one ``marlopt: error:`` line with the checkpoint and
+the metrics left consistent. Exit status (docs/reliability.md):
+
+====  =====================================================================================
+0     finished (or ``max_iterations`` reached, or the resumed run had already finished)
+1     an I/O failure during the run (a full disk, a directory gone): resume when it is fixed
+2     refused before training: bad input, missing simulator, run directory in use or taken
+3     diverged: ``nonfinite_patience`` consecutive optimiser steps had a non-finite loss or
+      gradient; nothing was saved after the divergence
+128+N stopped by signal N (130 SIGINT, 143 SIGTERM) after writing ``checkpoints/latest.pt``:
+      resume it (a SLURM requeue can test for 143)
+====  =====================================================================================
 """
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from marlopt.cli import CONFIG_DIR, check_choices, compose, fail, job_overrides, load_run_config, parse_overrides, usage
 from marlopt.config import ConfigError, TrainConfig, register_configs, to_objects
-from marlopt.envs.registry import check_env
 
-#: Keys a resumed run may change; everything else comes from the saved config.
+#: Keys a resumed run may change; everything else comes from the saved config. All but
+#: ``max_iterations`` (a limit of one call) are kept in the run for later resumes.
 RESUMABLE_CHANGES = ("total_steps", "device", "progress", "max_iterations", "torch_threads")
 
+EXIT_IO_ERROR = 1
+EXIT_DIVERGED = 3
 
 MULTIRUN_FLAGS = {"-m", "--multirun"}
 HELP_FLAGS = {"-h", "--help"}
 
+_DIVERGED: list[Path] = []  # sweep jobs that diverged (the sweep goes on; the status says so at the end)
 
-def run_training(cfg: TrainConfig, run_dir: Path, resume: bool = False) -> str:
-    """Train with an already validated config in ``run_dir``; returns why training stopped."""
+
+def _note(text: str) -> None:
+    print(f"marlopt: {text}", file=sys.stderr, flush=True)
+
+
+def _write_failure(exc: BaseException) -> str | None:
+    """One line for an exception that means "the disk refused a write" (``None`` for others):
+    ``OSError`` (ENOSPC, EACCES, EROFS, a directory gone) and torch's serializer's
+    ``RuntimeError`` ("PytorchStreamWriter failed writing file ...")."""
+    if isinstance(exc, OSError):
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        return f"{exc.strerror or exc}{where}"
+    text = str(exc)
+    if isinstance(exc, RuntimeError) and ("PytorchStreamWriter" in text or "file write failed" in text):
+        return "a checkpoint write failed (disk full?): " + text.strip().splitlines()[-1][:200]
+    return None
+
+
+def run_training(cfg: TrainConfig, run_dir: Path, resume: bool = False, checkpoint: str | None = None,
+                 changes: dict[str, str] | None = None, in_sweep: bool = False) -> str:
+    """Train with an already validated config in ``run_dir``; returns why training stopped.
+
+    ``resume``: continue from ``checkpoint`` (a name in ``checkpoints/``), by default the newest
+    readable one; ``changes``: the resumable keys this call changed (kept with the run).
+    ``in_sweep``: a divergence returns ``"diverged"`` (the sweep's other jobs go on) instead of
+    exiting.
+    """
     from marlopt.algos.registry import runner_class
-    from marlopt.checkpoint import load_checkpoint, resolve_checkpoint
+    from marlopt.checkpoint import (CheckpointError, load_checkpoint, newest_checkpoint, remove_stale_temporaries,
+                                    resolve_checkpoint)
+    from marlopt.guard import NonFiniteError
     from marlopt.logger import RunLogger, VERSIONS_FILE, write_versions
     from marlopt.optim import set_speed_kit
+    from marlopt.rundir import RunDirError, RunLock, save_changes
 
     set_speed_kit(cfg.speed_kit)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    payload = load_checkpoint(resolve_checkpoint(run_dir, "latest")) if resume else None
-    if not (run_dir / VERSIONS_FILE).exists():
-        write_versions(run_dir)
-    runner = runner_class(cfg.algo.family)(cfg, run_dir, payload)
-    logger = RunLogger(run_dir, runner.total_frames, start_frame=runner.frames, progress=cfg.progress)
     try:
-        reason = runner.train(logger)
+        lock = RunLock(run_dir)
+    except RunDirError as exc:
+        fail(str(exc))
+    try:
+        stale = remove_stale_temporaries(run_dir)
+        if stale:
+            _note(f"removed {len(stale)} temporary file(s) of a checkpoint write that was killed: {', '.join(stale)}")
+        payload = None
+        if resume:
+            try:
+                if checkpoint:
+                    path = resolve_checkpoint(run_dir, checkpoint)
+                    payload, notes = load_checkpoint(path), []
+                else:
+                    path, payload, notes = newest_checkpoint(run_dir)
+            except CheckpointError as exc:
+                fail(str(exc))
+            _note(f"run directory: {run_dir}")
+            for note in notes:
+                _note(note)
+            frames = int(payload["counters"]["frames"])
+            _note(f"resuming from {path.name} at {frames:,} frames")
+            if payload["counters"].get("finished") and frames >= int(cfg.total_steps):
+                _note(f"this run already finished at {frames:,} frames (its final evaluation is in metrics.jsonl); "
+                      "raise total_steps= to train longer")
+                return "finished"
+            if changes:
+                save_changes(run_dir, changes)
+        else:
+            _note(f"run directory: {run_dir}")
+        if not (run_dir / VERSIONS_FILE).exists():
+            write_versions(run_dir)
+        runner = runner_class(cfg.algo.family)(cfg, run_dir, payload)
+        log_state = (payload or {}).get("log", {})
+        logger = RunLogger(run_dir, runner.total_frames, start_frame=runner.frames, progress=cfg.progress,
+                           rows=log_state.get("metrics_rows"), elapsed_s=log_state.get("elapsed_s", 0.0))
+        for note in logger.notes:
+            _note(note)
+        try:
+            reason = runner.train(logger)
+        finally:
+            logger.close()
+            runner.close()
+    except NonFiniteError as exc:
+        if not in_sweep:
+            fail(str(exc), EXIT_DIVERGED)
+        _note(f"error: {exc} (run directory: {run_dir})")
+        _DIVERGED.append(run_dir)
+        return "diverged"
+    except (OSError, RuntimeError) as exc:
+        line = _write_failure(exc)
+        if line is None:
+            raise
+        fail(f"{line}; the last complete checkpoint and the metrics up to it are kept: free space or fix the "
+             f"path, then resume with: python -m marlopt.train resume={run_dir}", EXIT_IO_ERROR)
     finally:
-        logger.close()
-        runner.close()
-    print(f"marlopt: {reason} at {runner.frames:,} frames; run directory: {run_dir}", file=sys.stderr)
+        lock.release()
+    _note(f"{reason} at {runner.frames:,} frames; run directory: {run_dir}")
+    final = getattr(runner, "final_eval", None)
+    if final:
+        line = f"final greedy evaluation: return {final['return_mean']:.3f}"
+        if "return_std" in final:
+            line += f" ± {final['return_std']:.3f}"
+        if "episodes" in final:
+            line += f" over {int(final['episodes'])} episodes"
+        if "win_rate" in final:
+            line += f", win rate {final['win_rate']:.3f}"
+        _note(line)
     if reason != "finished":
-        print(f"marlopt: continue with: python -m marlopt.train resume={run_dir}", file=sys.stderr)
+        _note(f"continue with: python -m marlopt.train resume={run_dir}")
     return reason
+
+
+def exit_status(reason: str) -> int:
+    """The process's exit status for why training stopped (the table in the module docstring)."""
+    if reason.startswith("stopped by "):
+        return 128 + signal.Signals[reason.removeprefix("stopped by ")].value
+    return EXIT_DIVERGED if reason == "diverged" else 0
 
 
 def _hydra_task(cfg: DictConfig) -> None:
@@ -57,18 +169,37 @@ def _hydra_task(cfg: DictConfig) -> None:
         typed = to_objects(cfg)
     except ConfigError as exc:
         fail(str(exc))
-    run_training(typed, Path(HydraConfig.get().runtime.output_dir))
+    sweep = HydraConfig.get().mode == RunMode.MULTIRUN
+    reason = run_training(typed, Path(HydraConfig.get().runtime.output_dir), in_sweep=sweep)
+    if reason.startswith("stopped by "):  # a signal stops the whole sweep, not just this job
+        sys.exit(exit_status(reason))
 
 
 def _resume(argv: list[str]) -> None:
+    from marlopt.preflight import check_job
+    from marlopt.rundir import RunDirError, check_writable
+
     given = parse_overrides(argv)
     run_dir = Path(given.pop("resume"))
+    checkpoint = given.pop("checkpoint", None)
     unknown = sorted(set(given) - set(RESUMABLE_CHANGES))
     if unknown:
         raise ConfigError(f"resume takes the run's saved config; only {', '.join(RESUMABLE_CHANGES)} may be "
                           f"changed (got {', '.join(unknown)})")
     _, typed = load_run_config(run_dir, {"max_iterations": "null", **given})  # per-call: not inherited
-    run_training(typed, run_dir, resume=True)
+    check_job(typed)
+    try:
+        check_writable(run_dir)
+    except RunDirError as exc:
+        raise ConfigError(str(exc)) from None
+    kept = {k: v for k, v in given.items() if k != "max_iterations"}
+    sys.exit(exit_status(run_training(typed, run_dir, resume=True, checkpoint=checkpoint, changes=kept)))
+
+
+def hydra_overrides(argv: list[str]) -> list[str]:
+    """Hydra's own settings on the command line (``hydra.run.dir=...``), which decide where jobs write."""
+    return [a for a in argv if "=" in a and not a.startswith("-") and a.lstrip("+~").startswith("hydra.")
+            and not a.lstrip("+~").startswith("hydra.searchpath=")]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -76,18 +207,26 @@ def main(argv: list[str] | None = None) -> None:
     if HELP_FLAGS & set(argv):
         print(usage(argv))
         return
-    from marlopt.algos.registry import check_algo
     from marlopt.checkpoint import CheckpointError
+    from marlopt.preflight import check_command
 
+    multirun = bool(MULTIRUN_FLAGS & set(argv))
     try:
-        if "resume" in parse_overrides(argv) and parse_overrides(argv)["resume"] not in ("", "null"):
-            _resume(argv)
-            return
+        given = parse_overrides(argv)
+        if "resume" in given:
+            if given["resume"].strip() == "":
+                raise ConfigError("resume= needs the run directory to continue: "
+                                  "resume=runs/<env>/<map>/<algo>/seed<N>_<time> (leave it out to start a new run)")
+            if given["resume"] != "null":
+                if multirun:
+                    raise ConfigError("resume= continues one run; it does not go with -m")
+                _resume(argv)
+                return
+            argv = [a for a in argv if not a.lstrip("+~").startswith("resume=")]
+        if "checkpoint" in given:
+            raise ConfigError("checkpoint= goes with resume=<run_dir> (which checkpoint to continue from)")
         check_choices(argv)
-        if not MULTIRUN_FLAGS & set(argv):  # sweeps validate per job
-            typed = to_objects(compose(job_overrides(argv)))
-            check_algo(typed.algo)  # rule, family, runner, objective
-            check_env(typed.env.name, typed.env.map_name)  # simulator installed?
+        check_command(job_overrides(argv), hydra_overrides(argv), multirun, compose)
     except (ConfigError, CheckpointError, ImportError) as exc:
         fail(str(exc))
     except Exception as exc:  # noqa: BLE001 - Hydra/OmegaConf composition errors: one line
@@ -100,6 +239,8 @@ def main(argv: list[str] | None = None) -> None:
     register_configs()
     sys.argv = [sys.argv[0], *argv]
     hydra.main(config_path=str(CONFIG_DIR), config_name="config", version_base="1.3")(_hydra_task)()
+    if _DIVERGED:
+        fail(f"{len(_DIVERGED)} sweep job(s) diverged: {', '.join(map(str, _DIVERGED))}", EXIT_DIVERGED)
 
 
 if __name__ == "__main__":

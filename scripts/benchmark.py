@@ -59,6 +59,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
+from marlopt.logger import read_metrics as marlopt_metrics
 
 REPO = Path(__file__).resolve().parent.parent
 BENCHMARL_SCRIPT = REPO / "scripts" / "benchmarl_mappo.py"
@@ -272,7 +273,7 @@ def _tail(path: Path, lines: int = 15) -> str:
 # --------------------------------------------------------------------------------------------------
 def read_metrics(run_dir: Path) -> dict[str, Any]:
     path = run_dir / "metrics.jsonl"
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    rows = marlopt_metrics(path) if path.is_file() else []
     iters = [r for r in rows if "time/rollout_s" in r]
     returns = [r["train/return_mean"] for r in iters if "train/return_mean" in r]
     evals = [r["eval/return_mean"] for r in rows if "eval/return_mean" in r]

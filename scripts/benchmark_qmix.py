@@ -33,6 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from marlopt.logger import read_metrics as marlopt_metrics
 
 REPO = Path(__file__).resolve().parent.parent
 EPYMARL = REPO / "scripts" / "epymarl_qmix.py"
@@ -85,7 +86,7 @@ def run_marlopt(frames: int, seed: int, out: Path, extra: list[str]) -> dict:
     t0 = time.perf_counter()
     subprocess.run(cmd, cwd=REPO, check=True, capture_output=True)
     wall = time.perf_counter() - t0
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    rows = marlopt_metrics(out)
     loop = sum(r["time/rollout_s"] + r["time/update_s"] for r in rows if "time/rollout_s" in r)
     evals = [(r["step"], r["eval/return_mean"]) for r in rows if "eval/return_mean" in r]
     return {"frames": frames, "seed": seed, "wall_s": wall, "loop_s": loop, "fps_loop": frames / loop,

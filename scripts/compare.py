@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from marlopt.logger import read_metrics as marlopt_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -32,7 +33,7 @@ def run_dir(name: str, algo: str, seed: int) -> Path:
 
 
 def read(path: Path) -> list[dict]:
-    return [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return marlopt_metrics(path)
 
 
 def finished(path: Path) -> bool:

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 from scipy import stats
+from marlopt.logger import read_metrics as marlopt_metrics
 
 BLOCK_FRAMES = 4000  # HARL: log_interval 5 updates x 4 envs x 200 steps
 HARL_LINE = re.compile(r"average episode reward is (-?\d+(?:\.\d+)?)")
@@ -40,7 +41,7 @@ def harl_curve(log: Path) -> list[float]:
 def marlopt_curve(run: Path, frames_per_iteration: int = 800) -> list[float]:
     """marlopt's per-iteration training returns averaged over 4,000-frame blocks."""
     metrics = run / "metrics.jsonl" if run.is_dir() else run
-    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    rows = marlopt_metrics(metrics)
     returns = [r["train/return_mean"] for r in rows if "train/return_mean" in r]
     per_block = BLOCK_FRAMES // frames_per_iteration
     n = len(returns) // per_block

@@ -49,6 +49,20 @@ def _error_line(capsys, argv: list[str]) -> str:
         (["algo.lrr=1"], "Could not override 'algo.lrr'"),
         (["device=gpu"], "device: must be cpu, cuda, cuda:N or auto"),
         (["-m", "algo=mappo,nope"], "unknown algo 'nope'"),
+        # checked before Hydra creates the run directory (marlopt/preflight.py, docs/reliability.md)
+        (["+algo.lrr=1"], "algo.lrr: unknown key (did you mean algo.lr?"),
+        (["+model.hiden_sizes=[8]"], "model.hiden_sizes: unknown key (did you mean model.hidden_sizes?"),
+        (["seed=-1"], "seed: must be in 0..42938"),
+        (["resume="], "resume= needs the run directory to continue"),
+        (["checkpoint=step_10"], "checkpoint= goes with resume=<run_dir>"),
+        (["-m", "algo.lr=1e-3,-1"], "sweep job 1 (algo.lr=-1): algo.lr: must be > 0 (got -1.0)"),
+        (["-m", "seed=0,1", "n_envs=1,0"], "sweep job 1 (seed=0 n_envs=0): n_envs: must be > 0"),
+        (["env=games", "map=gpvd_matrix", "env.continuous=true"],
+         "env=games map=gpvd_matrix cannot be built with these options: map gpvd_matrix has discrete actions only"),
+        (["env.options.n_agents=0"], "cannot be built with these options: n_agents must be >= 1, got 0"),
+        (["+env.options.no_such_option=1"], "cannot be built with these options: unknown MPE option(s) ['no_such_option']"),
+        (["env.vector=batched"], "env.vector=batched: env=mpe has no batched vector env (available for: smax)"),
+        (["hydra.run.dir=/proc/marlopt/run"], "cannot write the run directory /proc/marlopt/run"),
     ],
 )
 def test_bad_input_fails_early_with_one_line(capsys, tmp_path, monkeypatch, argv, expected):
@@ -132,7 +146,7 @@ def test_sigterm_saves_a_checkpoint_then_resume_finishes(tmp_path):
         time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err
+    assert proc.returncode == 128 + signal.SIGTERM, err  # not 0: a requeue script can tell it apart
     assert "stopped by SIGTERM" in err and f"resume={run}" in err
     payload = torch.load(run / "checkpoints" / "latest.pt", weights_only=True)
     frames = payload["counters"]["frames"]
@@ -146,7 +160,7 @@ def test_corrupt_checkpoint_is_reported_and_kept(capsys, tmp_path):
     run_cli("marlopt.train", *SMALL, "total_steps=120", f"hydra.run.dir={run}", cwd=tmp_path)
     latest = run / "checkpoints" / "latest.pt"
     latest.write_bytes(b"not a checkpoint")
-    line = _error_line(capsys, [f"resume={run}"])
+    line = _error_line(capsys, [f"resume={run}", "checkpoint=latest"])  # asked for: no fallback
     assert "corrupt or incompatible checkpoint" in line and "step_120" in line
     assert latest.read_bytes() == b"not a checkpoint", "the bad file must be left for inspection"
     proc = run_cli("marlopt.evaluate", f"run={run}", "checkpoint=step_999", cwd=tmp_path, check=False)
@@ -162,10 +176,41 @@ def test_checkpoint_of_another_format_is_refused_not_misloaded(capsys, tmp_path)
     assert payload["format"] == 2
     del payload["format"]  # what a format-1 checkpoint looks like
     torch.save(payload, latest)
-    line = _error_line(capsys, [f"resume={run}"])
+    line = _error_line(capsys, [f"resume={run}", "checkpoint=latest"])
     assert "checkpoint format 1" in line and "reads format 2" in line and "versions.json" in line
     proc = run_cli("marlopt.evaluate", f"run={run}", cwd=tmp_path, check=False)
     assert proc.returncode == 2 and "checkpoint format 1" in proc.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
+def test_cuda_without_a_gpu_fails_before_anything_is_written_start_and_resume(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert "device=cuda but CUDA is not available" in _error_line(capsys, ["device=cuda"])
+    assert list(tmp_path.iterdir()) == []
+    run = tmp_path / "run"
+    run_cli("marlopt.train", *SMALL, "total_steps=60", f"hydra.run.dir={run}", cwd=tmp_path)
+    before = {p: p.stat().st_mtime_ns for p in run.rglob("*")}
+    assert "device=cuda:1 but CUDA is not available" in _error_line(capsys, [f"resume={run}", "device=cuda:1"])
+    assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == before, "a refused resume writes nothing"
+
+
+def test_run_directory_of_another_run_is_refused(capsys, tmp_path, monkeypatch):
+    """A fresh run pointed at an existing run's directory would interleave the two runs' metrics."""
+    run = tmp_path / "run"
+    run_cli("marlopt.train", *SMALL, "total_steps=60", f"hydra.run.dir={run}", cwd=tmp_path)
+    before = (run / "metrics.jsonl").read_bytes()
+    line = _error_line(capsys, [*SMALL, f"hydra.run.dir={run}"])
+    assert f"{run} already holds a run; continue it with resume={run}" in line
+    assert (run / "metrics.jsonl").read_bytes() == before
+
+
+def test_missing_gfootball_is_one_line_with_the_fix(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for name in ("gfootball", "gfootball.env"):
+        monkeypatch.setitem(sys.modules, name, None)  # import gfootball -> ImportError
+    line = _error_line(capsys, ["env=grf", "map=academy_3_vs_1_with_keeper"])
+    assert "scripts/install_grf.sh" in line
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_missing_simulator_is_one_line_with_the_fix(capsys, tmp_path, monkeypatch):

@@ -316,7 +316,8 @@ class OnPolicyRule:
             mask=mb.critic_mask,
         )
         norm = clip_and_step(
-            self.critic_optim, list(self.critic.parameters()), self.cfg.value_loss_coef * loss, self.cfg.max_grad_norm
+            self.critic_optim, list(self.critic.parameters()), self.cfg.value_loss_coef * loss, self.cfg.max_grad_norm,
+            name="critic",
         )
         return {"critic/value_loss": loss.item(), "critic/grad_norm": norm}
 

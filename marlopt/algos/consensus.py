@@ -19,6 +19,7 @@ falling back to N backward passes where an op has no batching rule.
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -93,6 +94,14 @@ class ConsensusRule(SimultaneousRule):
         t0 = time.perf_counter()
         grads = self.local_gradients(chunks).detach()
         t1 = time.perf_counter()
+        if not bool(torch.isfinite(grads).all()):
+            # diverged (non-finite advantages or parameters): no consensus term this update, and no
+            # solve (the solvers refuse non-finite gradients); the PPO steps on the same data go
+            # through the non-finite guard (marlopt.guard), which skips and counts them
+            metrics = super().update_policy(chunks)
+            metrics.update({"grasp/c_entropy": math.nan, "grasp/c_max": math.nan, "grasp/u_norm": math.nan,
+                            "grasp/min_cos": math.nan, "grasp/qp_ms": 0.0, "grasp/grad_ms": 1e3 * (t1 - t0)})
+            return metrics
         u, c = self.solve(grads)
         t2 = time.perf_counter()
         shapes = [p.shape for p in self.space_parameters()[0]]

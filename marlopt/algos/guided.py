@@ -141,9 +141,10 @@ class GuidedRule(OnPolicyRule):
                 learner_loss = magpo_learner_loss(pi_logp, mb.logp, mb.advantages, kl_pi_mu,
                                                   clip=cfg.clip, rl_coef=cfg.rl_coef, mask=mask)
                 g_norm = clip_and_step(self.guider_optim, guider_params,
-                                       guider_loss - cfg.entropy_coef * mu_entropy, cfg.max_grad_norm)
+                                       guider_loss - cfg.entropy_coef * mu_entropy, cfg.max_grad_norm, name="guider")
                 l_norm = clip_and_step(self.actor_optim, learner_params,
-                                       learner_loss - cfg.learner_entropy_coef * pi_entropy, cfg.max_grad_norm)
+                                       learner_loss - cfg.learner_entropy_coef * pi_entropy, cfg.max_grad_norm,
+                                       name="learner")
                 band = magpo_band_stats(mu_logp.detach(), pi_logp.detach(), cfg.delta, mask)
                 means.add({
                     "guider/loss": guider_loss.item(), "guider/entropy": mu_entropy.item(),

@@ -30,10 +30,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from marlopt.config import ModelConfig, QLearningConfig
 from marlopt.envs.base import EnvSpec
+from marlopt.guard import admit
 from marlopt.models.mixers import make_mixer
 from marlopt.models.q_agent import QAgent
 from marlopt.objectives.gpvd import gpvd_weights, simhash
@@ -206,6 +207,12 @@ class QLearningRule:
     def extra_eval_policies(self) -> dict[str, Any]:
         return {}
 
+    def modules(self) -> dict[str, nn.Module]:
+        """The networks, online and target (what :func:`marlopt.guard.check_parameters` checks after
+        each update)."""
+        return {"agent": self.agent, "mixer": self.mixer, "target_agent": self.target_agent,
+                "target_mixer": self.target_mixer}
+
     def epsilon(self, frames: int) -> float:
         """ε after ``frames`` env frames: linear from ``epsilon_start`` to ``epsilon_finish``."""
         c = self.cfg
@@ -297,23 +304,27 @@ class QLearningRule:
             metrics["gpvd/frac_downweighted"] = float(((weights < 1) & filled).sum() / filled.sum())
             metrics["gpvd/frac_candidates"] = float(((targets > greedy) & filled).sum() / filled.sum())
         loss = (weights * td.pow(2)).sum() / mask.sum()
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"the TD loss is {float(loss.detach())} at update {self.updates + 1}; lower algo.lr "
-                                     "or check the env's rewards (a NaN is an error, not a metric)")
         self.optim.zero_grad(set_to_none=True)
         if cfg.consensus == "grasp":
             metrics.update(self._grasp_gradients(loss, chosen))
         else:
             loss.backward()
         grad_norm = clip_grad_norm(self.params, cfg.max_grad_norm)
-        self.optim.step()
+        # the non-finite guard (marlopt.guard): a NaN or infinite TD loss or gradient skips the step
+        # (parameters and optimiser state unchanged, so the target networks copy finite weights only);
+        # the runner's guard counts it and stops the run after nonfinite_patience skips in a row. One host sync.
+        finite, values = admit("td", loss=loss, grad_norm=grad_norm)
+        if finite:
+            self.optim.step()
+        else:
+            self.optim.zero_grad(set_to_none=True)
         self.updates += 1
         self._update_targets(episodes)
         n = mask.sum()
         metrics.update({
-            "train/td_loss": float(loss.detach()), "train/td_error_abs": float((td.detach().abs() * mask).sum() / n),
+            "train/td_loss": values["loss"], "train/td_error_abs": float((td.detach().abs() * mask).sum() / n),
             "train/q_taken_mean": float((q_tot.detach() * mask).sum() / n),
-            "train/target_mean": float(targets[filled].mean()), "train/grad_norm": float(grad_norm),
+            "train/target_mean": float(targets[filled].mean()), "train/grad_norm": values["grad_norm"],
             "time/learn_s": time.perf_counter() - t0,
         })
         return metrics
@@ -344,6 +355,13 @@ class QLearningRule:
                 rows.append(torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1)
                                        for g, p in zip(gi, self.agent_params)]))
             flat = torch.stack(rows)
+        if not bool(torch.isfinite(flat).all()):  # diverged: the solvers refuse non-finite gradients
+            for p, g in zip(self.agent_params, torch.split(flat.sum(0), [p.numel() for p in self.agent_params])):
+                p.grad = g.view_as(p).clone()  # the plain TD gradient, non-finite: the guard skips the step
+            for p, g in zip(mixer_params, mixer_grads):
+                p.grad = g
+            nan = float("nan")
+            return {"grasp/gamma_mean": nan, "grasp/gamma_min": nan, "grasp/u_norm": nan, "grasp/c_max": nan}
         if self.cfg.consensus_solver == "cvxpy":
             c = torch.as_tensor(min_norm_coefficients_cvxpy(flat), dtype=flat.dtype, device=flat.device)
             u = c @ flat

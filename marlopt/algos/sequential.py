@@ -29,6 +29,7 @@ from torch import Tensor
 from marlopt.algos.base import Chunks, MetricMeans, OnPolicyRule
 from marlopt.algos.trust_region import backtracking_line_search
 from marlopt.config import ConfigError
+from marlopt.guard import admit
 from marlopt.objectives import a2c_loss, happo_loss, masked_mean, ratio
 from marlopt.objectives.trpo import (
     conjugate_gradient,
@@ -125,7 +126,7 @@ class SequentialRule(OnPolicyRule):
                     policy_loss = a2c_loss(logp, mb.logp, mb.advantages, mb.factor, mask=mask)
                 entropy_mean = self.entropy_term(entropy, mask)
                 norm = clip_and_step(optim, params, policy_loss - self.cfg.entropy_coef * entropy_mean,
-                                     self.cfg.max_grad_norm)
+                                     self.cfg.max_grad_norm, name=f"actor_{agent}")
                 means.add({"actor/policy_loss": policy_loss.item(), "actor/entropy": entropy_mean.item(),
                            "actor/grad_norm": norm})
         return means.means()
@@ -148,11 +149,15 @@ class SequentialRule(OnPolicyRule):
         fvp = make_fisher_vector_product(kl, params, damping=cfg.cg_damping)
         step_dir = conjugate_gradient(fvp, grad, iters=cfg.cg_iters)
         hx = fvp(step_dir)
-        if not torch.isfinite(step_dir).all() or float(step_dir @ hx) <= 0:
+        # the non-finite guard (marlopt.guard): a NaN or infinite surrogate, gradient or natural-gradient
+        # step (x^T H x is non-finite when x or Hx is) skips this agent's step, counted; one host sync
+        finite, values = admit(f"actor_{agent}", loss=surrogate, grad_norm=torch.linalg.vector_norm(grad),
+                               curvature=step_dir @ hx)
+        if not finite or values["curvature"] <= 0:
             return {"trpo/accepted": 0.0, "trpo/kl": 0.0, "trpo/ls_iterations": 0.0, "trpo/step_fraction": 0.0}
         full_step = trpo_step_size(step_dir, hx, cfg.kl_threshold) * step_dir
         expected = float(grad @ full_step)
-        old_surrogate = surrogate.item()
+        old_surrogate = values["loss"]
 
         @torch.no_grad()
         def evaluate() -> tuple[float, float]:

@@ -90,7 +90,7 @@ class SimultaneousRule(OnPolicyRule):
                 regulariser = self.actor_regulariser()
                 if isinstance(regulariser, Tensor) or regulariser != 0.0:
                     loss = loss + regulariser
-                norm = clip_and_step(self.actor_optim, params, loss, self.cfg.max_grad_norm)
+                norm = clip_and_step(self.actor_optim, params, loss, self.cfg.max_grad_norm, name="actor")
                 diag.observe(logp.detach(), mb.logp, mask)
                 means.add({"actor/policy_loss": policy_loss.item(), "actor/entropy": entropy_mean.item(),
                            "actor/grad_norm": norm, **self.critic_step(mb)})

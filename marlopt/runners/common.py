@@ -20,11 +20,13 @@ from marlopt.seeding import EVAL_OFFSET, env_seeds
 
 
 def resolve_device(name: str) -> torch.device:
+    """``auto``: CUDA where available. ``cuda``/``cuda:N`` without that GPU raises ConfigError (the
+    CLI checks this before anything is written: marlopt/preflight.py)."""
+    from marlopt.preflight import check_device
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device={name} but CUDA is not available in this torch build ({torch.__version__}); "
-                           "use device=cpu or install a CUDA build of torch")
+    check_device(name)
     return torch.device(name)
 
 
@@ -143,9 +145,11 @@ class Schedule:
 
 
 def finish(runner: Any, logger: Any) -> str:
-    """The end of training: the final greedy evaluation, logged at the last frame, and ``latest.pt``."""
-    final = runner.evaluate()
-    logger.log(runner.frames, {f"eval/{k}": v for k, v in final.items()})
+    """The end of training: the final greedy evaluation, logged at the last frame, and ``latest.pt``
+    marked finished (resuming it then does nothing unless ``total_steps`` grew)."""
+    runner.final_eval = runner.evaluate()
+    logger.log(runner.frames, {f"eval/{k}": v for k, v in runner.final_eval.items()})
+    runner.finished = True
     runner.save_latest()
     return "finished"
 
@@ -154,13 +158,21 @@ class RunnerCommon:
     """The members both runners share; a runner sets ``cfg``, ``run_dir``, ``env_fns``, ``envs``,
     ``rule`` and ``save(path)``."""
 
+    logger: Any = None  # the RunLogger while training
+    finished = False  # the final evaluation is done and logged
+    final_eval: dict[str, float] | None = None
+
+    def log_state(self) -> dict[str, float]:
+        """What a checkpoint keeps of the logs: ``metrics.jsonl``'s row count and the run's wall time."""
+        return {} if self.logger is None else self.logger.state()
+
     def evaluate(self, episodes: int | None = None) -> dict[str, float]:
         """Greedy episodes of the deployed policy (and of the rule's extra policies, prefixed)."""
         return evaluate_rule(self.cfg, self.env_fns, self.rule, episodes)  # type: ignore[attr-defined]
 
     def message(self, text: str) -> None:
-        if getattr(self, "logger", None) is not None:
-            self.logger.message(text)  # type: ignore[attr-defined]
+        if self.logger is not None:
+            self.logger.message(text)
 
     def save_latest(self) -> None:
         self.save(checkpoint_dir(self.run_dir) / LATEST)  # type: ignore[attr-defined]

@@ -36,6 +36,7 @@ from marlopt.algos.q_learning import QPolicy
 from marlopt.checkpoint import decode_numpy, encode_numpy, save_checkpoint
 from marlopt.config import TrainConfig
 from marlopt.envs.common import usable_cpus
+from marlopt.guard import NonFiniteGuard, check_parameters
 from marlopt.logger import RunLogger
 from marlopt.replay import EpisodeBuffer
 from marlopt.runners.common import RunnerCommon, Schedule, StopFlag, finish, fresh_tensor, make_envs, resolve_device
@@ -61,6 +62,7 @@ class OffPolicyRunner(RunnerCommon):
             raise ValueError(f"algo={cfg.algo.name} needs discrete actions; env {cfg.env.name} map "
                              f"{cfg.env.map_name} was built with continuous ones (set env.continuous=false)")
         self.rule = build_rule(spec, cfg.algo, cfg.model, self.device)
+        self.guard = NonFiniteGuard(cfg.nonfinite_patience)  # its counts are not checkpointed
         self.buffer = EpisodeBuffer(spec, cfg.algo.buffer_size)
         e, t = cfg.n_envs, spec.episode_limit
         n, a = spec.n_agents, spec.n_actions
@@ -162,9 +164,12 @@ class OffPolicyRunner(RunnerCommon):
         torch.set_num_threads(self.update_threads)
         try:
             for _ in range(self.algo.updates_per_round):
-                metrics = self.rule.update(self.buffer.sample(self.algo.batch_size), self.buffer.inserted)
+                with self.guard.watch():  # marlopt.guard: non-finite steps skipped, counted; too many in a row raise
+                    metrics = self.rule.update(self.buffer.sample(self.algo.batch_size), self.buffer.inserted)
+                check_parameters(self.rule.modules(), f"after update {self.guard.updates}")  # before any save
         finally:
             torch.set_num_threads(1)
+        metrics.update(self.guard.take_metrics())  # steps skipped in all of this round's updates
         self._refresh_acting_agent()
         return metrics
 
@@ -211,7 +216,8 @@ class OffPolicyRunner(RunnerCommon):
             "buffer": self.buffer.state_dict() if self.buffer_fits() else None,
             "pending": {k: list(v) for k, v in self.pending.items()},
             "counters": {"frames": self.frames, "iteration": self.rounds, "episodes": self.episodes,
-                         **self.schedule.counters()},
+                         "finished": self.finished, **self.schedule.counters()},
+            "log": self.log_state(),
         })
 
     def _load(self, payload: dict[str, Any]) -> None:

@@ -31,6 +31,7 @@ from marlopt.checkpoint import decode_numpy, encode_numpy, save_checkpoint
 from marlopt.config import TrainConfig
 from marlopt.envs import VectorEnv
 from marlopt.envs.common import usable_cpus
+from marlopt.guard import NonFiniteGuard, check_parameters
 from marlopt.logger import RunLogger
 from marlopt.runners.common import RunnerCommon, Schedule, StopFlag, finish, fresh_tensor, make_envs, resolve_device
 from marlopt.seeding import env_seeds, rng_state, seed_everything, set_rng_state
@@ -53,6 +54,7 @@ class OnPolicyRunner(RunnerCommon):
         self.env_fns, self.envs = make_envs(cfg)
         self.spec = spec = self.envs.spec
         self.rule = build_rule(spec, cfg.algo, cfg.model, self.device)
+        self.guard = NonFiniteGuard(cfg.nonfinite_patience)  # its counts are not checkpointed
         self.on_cpu = self.device.type == "cpu"
         self._refresh_rollout_actor()
         t, e = cfg.rollout_length, cfg.n_envs
@@ -162,8 +164,13 @@ class OnPolicyRunner(RunnerCommon):
                 stats = self.collect()
                 t1 = time.perf_counter()
                 torch.set_num_threads(self.update_threads)
-                update_metrics = self.rule.update(self.batch)
-                torch.set_num_threads(1)
+                try:
+                    with self.guard.watch():  # marlopt.guard: non-finite steps skipped, counted; too many in a row raise
+                        update_metrics = self.rule.update(self.batch)
+                finally:
+                    torch.set_num_threads(1)
+                update_metrics.update(self.guard.take_metrics())
+                check_parameters(self.rule.modules(), f"after update {self.guard.updates}")  # before any save
                 self._refresh_rollout_actor()
                 t2 = time.perf_counter()
                 self.frames += self.frames_per_iteration
@@ -188,7 +195,8 @@ class OnPolicyRunner(RunnerCommon):
             "envs": encode_numpy(self.envs.get_state()),
             "carry": {k: v.clone() for k, v in self.carry.items() if v is not None},
             "counters": {"frames": self.frames, "iteration": self.iteration, "episodes": self.episodes,
-                         **self.schedule.counters()},
+                         "finished": self.finished, **self.schedule.counters()},
+            "log": self.log_state(),
         })
 
     def _load(self, payload: dict[str, Any]) -> None:
