@@ -45,7 +45,7 @@ __all__ = ["NonFiniteError", "NonFiniteGuard", "admit", "active_guard", "check_p
 
 #: What the one-line messages tell the user to do.
 FIX = "lower algo.lr (or algo.critic_lr) or check the env's rewards"
-KEPT = "the last checkpoint (written before the divergence) is kept"
+KEPT = "nothing was saved after the divergence (the checkpoints written before it are kept)"
 
 
 class NonFiniteError(RuntimeError):

@@ -23,6 +23,7 @@ the metrics left consistent. Exit status (docs/reliability.md):
 
 from __future__ import annotations
 
+import errno
 import signal
 import sys
 from pathlib import Path
@@ -40,6 +41,8 @@ from marlopt.config import ConfigError, TrainConfig, register_configs, to_object
 RESUMABLE_CHANGES = ("total_steps", "device", "progress", "max_iterations", "torch_threads")
 
 EXIT_IO_ERROR = 1
+WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EIO, errno.ENOENT,
+                errno.EFBIG, errno.ESTALE}
 EXIT_DIVERGED = 3
 
 MULTIRUN_FLAGS = {"-m", "--multirun"}
@@ -54,9 +57,10 @@ def _note(text: str) -> None:
 
 def _write_failure(exc: BaseException) -> str | None:
     """One line for an exception that means "the disk refused a write" (``None`` for others):
-    ``OSError`` (ENOSPC, EACCES, EROFS, a directory gone) and torch's serializer's
-    ``RuntimeError`` ("PytorchStreamWriter failed writing file ...")."""
-    if isinstance(exc, OSError):
+    an ``OSError`` of the file system (:data:`WRITE_ERRNOS`: a full disk or quota, no permission,
+    a read-only or failing disk, a directory gone) and torch's serializer's ``RuntimeError``
+    ("PytorchStreamWriter failed writing file ...")."""
+    if isinstance(exc, OSError) and not isinstance(exc, ConnectionError) and exc.errno in WRITE_ERRNOS:
         where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
         return f"{exc.strerror or exc}{where}"
     text = str(exc)

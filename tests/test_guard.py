@@ -138,7 +138,7 @@ def test_a_finite_step_resets_the_consecutive_count_and_patience_skips_in_a_row_
     assert "\n" not in message
     assert message.startswith("training diverged: 3 consecutive actor optimiser steps")
     assert "(the first at update 2: actor/loss=nan)" in message
-    assert "lower algo.lr" in message and "last checkpoint" in message
+    assert "lower algo.lr" in message and "nothing was saved after the divergence" in message
     assert guard.skipped_total == {"actor": 5, "critic": 1}
 
 

@@ -10,13 +10,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from marlopt.checkpoint import LATEST, checkpoint_dir
+from marlopt.checkpoint import LATEST, checkpoint_dir, encode_numpy
 from marlopt.config import TrainConfig
 from marlopt.envs import MultiAgentEnv, ProcessVectorEnv, VectorEnv, env_fn
 from marlopt.envs.common import usable_cpus
 from marlopt.envs.registry import make_vector_env
 from marlopt.evaluation import evaluate_policy
-from marlopt.seeding import EVAL_OFFSET, env_seeds
+from marlopt.seeding import EVAL_OFFSET, env_seeds, rng_state
 
 
 def resolve_device(name: str) -> torch.device:
@@ -162,9 +162,20 @@ class RunnerCommon:
     finished = False  # the final evaluation is done and logged
     final_eval: dict[str, float] | None = None
 
-    def log_state(self) -> dict[str, float]:
-        """What a checkpoint keeps of the logs: ``metrics.jsonl``'s row count and the run's wall time."""
-        return {} if self.logger is None else self.logger.state()
+    def checkpoint_payload(self, iteration: int) -> dict[str, Any]:
+        """What every runner's checkpoint holds: the rule, RNG states, the envs (mid-episode), the
+        carried tensors, the counters and the logs' position (``metrics.jsonl``'s row count and the
+        run's wall time, so a resume cuts the logs back to this moment)."""
+        return {
+            "rule": self.rule.state_dict(),  # type: ignore[attr-defined]
+            "rng": rng_state(),
+            "envs": encode_numpy(self.envs.get_state()),  # type: ignore[attr-defined]
+            "carry": {k: v.clone() for k, v in self.carry.items() if v is not None},  # type: ignore[attr-defined]
+            "counters": {"frames": self.frames, "iteration": iteration,  # type: ignore[attr-defined]
+                         "episodes": self.episodes, "finished": self.finished,  # type: ignore[attr-defined]
+                         **self.schedule.counters()},  # type: ignore[attr-defined]
+            "log": {} if self.logger is None else self.logger.state(),
+        }
 
     def evaluate(self, episodes: int | None = None) -> dict[str, float]:
         """Greedy episodes of the deployed policy (and of the rule's extra policies, prefixed)."""

@@ -40,7 +40,7 @@ from marlopt.guard import NonFiniteGuard, check_parameters
 from marlopt.logger import RunLogger
 from marlopt.replay import EpisodeBuffer
 from marlopt.runners.common import RunnerCommon, Schedule, StopFlag, finish, fresh_tensor, make_envs, resolve_device
-from marlopt.seeding import env_seeds, rng_state, seed_everything, set_rng_state
+from marlopt.seeding import env_seeds, seed_everything, set_rng_state
 
 CPU = torch.device("cpu")
 #: The policy's inputs, staged per step for each env's episode in flight (plus the final ones).
@@ -208,16 +208,10 @@ class OffPolicyRunner(RunnerCommon):
 
     def save(self, path: Path) -> None:
         save_checkpoint(path, {
-            "rule": self.rule.state_dict(),
-            "rng": rng_state(),
-            "envs": encode_numpy(self.envs.get_state()),
-            "carry": {k: v.clone() for k, v in self.carry.items() if v is not None},
+            **self.checkpoint_payload(self.rounds),
             "staging": encode_numpy({**self.staging, "step_index": self.step_index}),
             "buffer": self.buffer.state_dict() if self.buffer_fits() else None,
             "pending": {k: list(v) for k, v in self.pending.items()},
-            "counters": {"frames": self.frames, "iteration": self.rounds, "episodes": self.episodes,
-                         "finished": self.finished, **self.schedule.counters()},
-            "log": self.log_state(),
         })
 
     def _load(self, payload: dict[str, Any]) -> None:

@@ -27,14 +27,14 @@ import torch
 
 from marlopt.algos.registry import build_rule
 from marlopt.buffers import RolloutBatch, RolloutBuffer, RolloutTail
-from marlopt.checkpoint import decode_numpy, encode_numpy, save_checkpoint
+from marlopt.checkpoint import decode_numpy, save_checkpoint
 from marlopt.config import TrainConfig
 from marlopt.envs import VectorEnv
 from marlopt.envs.common import usable_cpus
 from marlopt.guard import NonFiniteGuard, check_parameters
 from marlopt.logger import RunLogger
 from marlopt.runners.common import RunnerCommon, Schedule, StopFlag, finish, fresh_tensor, make_envs, resolve_device
-from marlopt.seeding import env_seeds, rng_state, seed_everything, set_rng_state
+from marlopt.seeding import env_seeds, seed_everything, set_rng_state
 
 CPU = torch.device("cpu")
 
@@ -189,15 +189,7 @@ class OnPolicyRunner(RunnerCommon):
 
     # -- checkpoints ----------------------------------------------------------------------------
     def save(self, path: Path) -> None:
-        save_checkpoint(path, {
-            "rule": self.rule.state_dict(),
-            "rng": rng_state(),
-            "envs": encode_numpy(self.envs.get_state()),
-            "carry": {k: v.clone() for k, v in self.carry.items() if v is not None},
-            "counters": {"frames": self.frames, "iteration": self.iteration, "episodes": self.episodes,
-                         "finished": self.finished, **self.schedule.counters()},
-            "log": self.log_state(),
-        })
+        save_checkpoint(path, self.checkpoint_payload(self.iteration))
 
     def _load(self, payload: dict[str, Any]) -> None:
         self.rule.load_state_dict(payload["rule"])
