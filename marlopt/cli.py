@@ -98,12 +98,50 @@ def job_overrides(argv: list[str]) -> list[str]:
     return out
 
 
+_RENAME_NOTES: set[str] = set()  # old names already announced in this process (one notice each)
+
+
+def renamed_to(name: str, argv: list[str] | None = None) -> str | None:
+    """The new name of an old algorithm name: its YAML's ``renamed_to`` (``None`` for current names)."""
+    path = config_file("algo", name, argv)
+    if path is None:
+        return None
+    value = OmegaConf.load(path).get("renamed_to")
+    return None if value is None else str(value)
+
+
+def apply_renames(argv: list[str]) -> list[str]:
+    """``argv`` with every old algorithm name of ``algo=`` (comma lists in sweeps too) replaced by
+    its new name, so that the run, its directory and the tuned configs picked by name are the new
+    name's; prints ``marlopt: note: algo=<old> is now algo=<new> (same settings)`` once per old name."""
+    out = []
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if sep and not arg.startswith("-") and key.lstrip("+~") == "algo":
+            names = []
+            for name in value.split(","):
+                new = renamed_to(name.strip(), argv)
+                if new is not None:
+                    if name not in _RENAME_NOTES:
+                        _RENAME_NOTES.add(name)
+                        print(f"marlopt: note: algo={name} is now algo={new} (same settings)", file=sys.stderr,
+                              flush=True)
+                    name = new
+                names.append(name)
+            arg = f"{key}={','.join(names)}"
+        out.append(arg)
+    return out
+
+
 def usage(argv: list[str] | None = None) -> str:
     """``python -m marlopt.train --help``: the real choices of each group, read from the YAMLs."""
     algos = []
     for name in choices("algo", argv):
         path = config_file("algo", name, argv)
         algo = OmegaConf.load(path) if path is not None else {}
+        if algo.get("renamed_to"):
+            algos.append(f"{name} (old name of {algo.get('renamed_to')})")
+            continue
         algos.append(f"{name} ({algo.get('family', '?')}, rule {algo.get('rule', '?')})")
     maps: dict[str, list[str]] = {}
     for name in choices("map", argv):
@@ -132,6 +170,7 @@ def compose(overrides: list[str]) -> DictConfig:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
+    overrides = apply_renames(list(overrides))  # an old algorithm name composes as its new name
     register_configs()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         return hydra_compose("config", overrides=overrides)

@@ -63,8 +63,33 @@ class ModelConfig:
     layer_norm: bool = True  # LayerNorm after each hidden layer
     head_gain: float = 0.01  # orthogonal-init gain of the policy head
     log_std_init: float = -0.5  # continuous actions: initial log std of the Gaussian
+    # continuous actions, how the learnable parameter p gives the Gaussian's std: log (std = exp(p),
+    # p starts at log_std_init) | harl (HARL's DiagGaussian: std = sigmoid(p / std_x_coef) * std_y_coef,
+    # p starts at std_x_coef; log_std_init unused)
+    std_param: str = "log"
+    std_x_coef: float = 1.0  # std_param=harl: HARL's std_x_coef (its configs: 1)
+    std_y_coef: float = 0.5  # std_param=harl: HARL's std_y_coef, the largest std (its configs: 0.5)
+    # the critic's own MLP layers; null = hidden_sizes (GRASP App. H Table 4: [64, 64, 64])
+    critic_hidden_sizes: Optional[list[int]] = None
+    # false: a feed-forward critic beside a recurrent actor (GRASP App. H Table 4); null = recurrent
+    critic_recurrent: Optional[bool] = None
+
+    def critic_config(self) -> "ModelConfig":
+        """This config as the critic's trunk reads it: its own layers and recurrence where set."""
+        import dataclasses
+
+        return dataclasses.replace(
+            self, hidden_sizes=self.hidden_sizes if self.critic_hidden_sizes is None else list(self.critic_hidden_sizes),
+            recurrent=self.recurrent if self.critic_recurrent is None else self.critic_recurrent,
+            critic_hidden_sizes=None, critic_recurrent=None)
 
     def __post_init__(self) -> None:
+        if self.critic_hidden_sizes is not None:
+            _require(len(self.critic_hidden_sizes) > 0, "model.critic_hidden_sizes", "needs at least one layer")
+            for size in self.critic_hidden_sizes:
+                _positive(size, "model.critic_hidden_sizes")
+        _require(not (self.critic_recurrent and not self.recurrent), "model.critic_recurrent",
+                 "a recurrent critic needs model.recurrent=true (the rollout is chunked for BPTT only then)")
         _require(len(self.hidden_sizes) > 0, "model.hidden_sizes", "needs at least one layer")
         for size in self.hidden_sizes:
             _positive(size, "model.hidden_sizes")
@@ -72,6 +97,9 @@ class ModelConfig:
         _positive(self.data_chunk_length, "model.data_chunk_length")
         _one_of(self.sharing, ("shared", "separate", "hybrid"), "model.sharing")
         _one_of(self.activation, ("relu", "tanh"), "model.activation")
+        _one_of(self.std_param, ("log", "harl"), "model.std_param")
+        _positive(self.std_x_coef, "model.std_x_coef")
+        _positive(self.std_y_coef, "model.std_y_coef")
 
 
 @dataclass
@@ -81,6 +109,10 @@ class AlgoConfig:
     name: str = MISSING  # the algorithm's name: run directories and logs use it
     family: str = MISSING  # on_policy | off_policy: picks the runner (marlopt.algos.registry)
     rule: str = MISSING  # the update rule, a name registered in marlopt.algos.registry
+    # Set only in an old algorithm name's YAML (e.g. configs/algo/mars_asym.yaml: mars_addsym): the
+    # command line (marlopt.cli.apply_renames) swaps `algo=<old>` for the new name, with a one-line
+    # notice, before composing; the composed config of either name is then the new name's.
+    renamed_to: Optional[str] = None
 
 
 @dataclass
@@ -102,6 +134,10 @@ class OnPolicyConfig(AlgoConfig):
     value_clip: Optional[float] = 0.2  # clip of the value loss around the rollout values; None disables it
     huber_delta: Optional[float] = 10.0  # Huber threshold of the value loss; None = squared error
     advantage_norm: bool = True  # normalise advantages over active samples
+    # when ValueNorm's statistics are updated: batch (once per iteration on the whole batch's returns,
+    # the targets normalised once) | minibatch (the MAPPO/HARL reference: in every critic step, with
+    # that minibatch's returns, which are then normalised with the just-updated statistics)
+    value_norm_update: str = "batch"
 
     def __post_init__(self) -> None:
         _positive(self.lr, "algo.lr")
@@ -118,6 +154,7 @@ class OnPolicyConfig(AlgoConfig):
             _positive(self.value_clip, "algo.value_clip")
         if self.huber_delta is not None:
             _positive(self.huber_delta, "algo.huber_delta")
+        _one_of(self.value_norm_update, ("batch", "minibatch"), "algo.value_norm_update")
 
 
 @dataclass
@@ -186,12 +223,19 @@ class SequentialConfig(OnPolicyConfig):
     ls_steps: int = 10  # HATRPO: line-search tries before the step is rejected
     cg_iters: int = 10  # HATRPO: conjugate-gradient iterations for H^-1 g
     cg_damping: float = 0.1  # HATRPO: Fisher damping, H + damping * I
+    # HATRPO: the KL that the Fisher matrix (its Hessian at θ_old) and the line-search check use:
+    # true = mean KL(π_old || π_θ) (the paper's) | harl = HARL's code, the measure its tuned δ are
+    # calibrated to: discrete Σ_a [exp(Δ_a) - 1 - Δ_a], Δ_a = log π_θ(a) - log π_old(a) over all
+    # actions (≈ A× the true KL's curvature), the true KL for Gaussians (docs/algorithms/hatrpo.md)
+    kl_measure: str = "true"  # HATRPO: true | harl (above)
     share_actor: bool = False  # parameter-shared actor (HARL allows it; outside HAPPO's theory)
     fixed_order: bool = False  # the paper's ablation: the same agent order every iteration
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _one_of(self.variant, ("happo", "hatrpo", "haa2c"), "algo.variant")
+        self.kl_measure = str(self.kl_measure).lower()  # YAML / the command line read `true` as a bool
+        _one_of(self.kl_measure, ("true", "harl"), "algo.kl_measure")
         for key in ("clip", "a2c_epochs", "critic_epochs", "kl_threshold", "backtrack_coeff", "ls_steps", "cg_iters"):
             _positive(getattr(self, key), f"algo.{key}")
         _require(self.backtrack_coeff < 1, "algo.backtrack_coeff", f"must be < 1 (got {self.backtrack_coeff})")

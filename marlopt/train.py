@@ -33,7 +33,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from marlopt.cli import CONFIG_DIR, check_choices, compose, fail, job_overrides, load_run_config, parse_overrides, usage
+from marlopt.cli import (CONFIG_DIR, apply_renames, check_choices, compose, fail, job_overrides, load_run_config,
+                         parse_overrides, usage)
 from marlopt.config import ConfigError, TrainConfig, register_configs, to_objects
 
 #: Keys a resumed run may change; everything else comes from the saved config. All but
@@ -216,6 +217,7 @@ def main(argv: list[str] | None = None) -> None:
 
     multirun = bool(MULTIRUN_FLAGS & set(argv))
     try:
+        argv = apply_renames(argv)  # an old algorithm name (algo=mars_asym): its new name, with a notice
         given = parse_overrides(argv)
         if "resume" in given:
             if given["resume"].strip() == "":

@@ -14,7 +14,9 @@ from tests.helpers import make_config, run_cli
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
     run = tmp_path_factory.mktemp("policy") / "run"
-    run_cli("marlopt.train", "env=mpe", "map=simple_spread", "n_envs=2", "rollout_length=20", "total_steps=80",
+    # a recurrent actor (MAPPO on MPE is an MLP by default, HARL Table 6): the state round trip is tested
+    run_cli("marlopt.train", "env=mpe", "map=simple_spread", "model.recurrent=true", "n_envs=2", "rollout_length=20",
+            "total_steps=80",
             "eval_episodes=2", "env.vector=inproc", "progress=false", f"hydra.run.dir={run}", cwd=run.parent)
     return run
 
@@ -33,7 +35,7 @@ def test_load_policy_in_three_lines_acts_like_the_trained_actor(trained_run):
     from marlopt.algos.registry import build_rule
     from marlopt.checkpoint import load_checkpoint
 
-    cfg = make_config("env=mpe", "map=simple_spread")
+    cfg = make_config("env=mpe", "map=simple_spread", "model.recurrent=true")
     rule = build_rule(_spec(), cfg.algo, cfg.model, torch.device("cpu"))
     rule.load_state_dict(load_checkpoint(trained_run / "checkpoints" / "latest.pt")["rule"])
     expected, _, h = rule.actor.act(torch.from_numpy(obs), None, rule.actor.initial_hidden(4), deterministic=True)

@@ -44,7 +44,8 @@ def _error_line(capsys, argv: list[str]) -> str:
         (["algo=gpvd", "algo.hash_bits=63"], "algo.hash_bits: must be in 1..62"),
         (["algo=qmix", "algo.batch_size=64", "algo.buffer_size=32"], "algo.batch_size: must be <= algo.buffer_size=32"),
         (["n_envs=0"], "n_envs: must be > 0"),
-        (["rollout_length=25"], "rollout_length: must be a multiple of model.data_chunk_length=10"),
+        # recurrent named: MAPPO on MPE (the default job) is an MLP since tuned/env_algo/mpe_mappo.yaml
+        (["rollout_length=25", "model.recurrent=true"], "rollout_length: must be a multiple of model.data_chunk_length=10"),
         (["model.sharing=some"], "model.sharing: must be one of shared, separate, hybrid"),
         (["algo.lrr=1"], "Could not override 'algo.lrr'"),
         (["device=gpu"], "device: must be cpu, cuda, cuda:N or auto"),

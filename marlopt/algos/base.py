@@ -47,7 +47,10 @@ class Chunks:
     critic_active: Tensor
     starts: Tensor
     advantages: Tensor  # [L, C, N]
-    returns: Tensor  # [L, C, R] targets in the critic's (normalised) space
+    # [L, C, R] the critic's targets: in its (normalised) space, or, where ``returns_raw``, in
+    # environment units (algo.value_norm_update=minibatch: each critic step updates ValueNorm with
+    # its minibatch's returns and normalises them, ``OnPolicyRule.critic_targets``)
+    returns: Tensor
     h_actor: Tensor | None  # [C, N, H] hidden state at each chunk's first step
     h_critic: Tensor | None  # [C, R, H]
     factor: Tensor | None = None  # [L, C, 1] sequential updates: product of earlier agents' ratios
@@ -56,6 +59,7 @@ class Chunks:
     # leaves them out (``active_mask``, ``avail_mask``): ~60 small ops fewer per minibatch.
     all_active: bool = False
     all_avail: bool = False
+    returns_raw: bool = False  # ``returns`` in environment units, normalised per critic step
 
     def select(self, index: Tensor | slice) -> "Chunks":
         """The sequences ``index`` (dim 1; hidden states dim 0); a slice gives views, no copy."""
@@ -241,13 +245,20 @@ class OnPolicyRule:
     def denormalise(self, v: Tensor) -> Tensor:
         return v if self.value_norm is None else self.value_norm.denormalize(v)
 
+    @property
+    def value_norm_per_minibatch(self) -> bool:
+        """ValueNorm updated in every critic step (``algo.value_norm_update=minibatch``)."""
+        return self.value_norm is not None and getattr(self.cfg, "value_norm_update", "batch") == "minibatch"
+
     @torch.no_grad()
     def prepare(self, batch: RolloutBatch) -> Chunks:
         """GAE on denormalised values, ValueNorm update, advantage normalisation, chunking.
 
         ``A = gae(r, V, V_boot, terminated, truncated, γ, λ)`` (docs/algorithms/on_policy_machinery.md):
         values are denormalised *before* GAE (marlbenchmark/on-policy issue #12); the critic's targets are
-        the returns normalised with the just-updated statistics.
+        the returns normalised with the just-updated statistics (``algo.value_norm_update=batch``), or
+        the returns in environment units, which every critic step folds into ValueNorm and normalises
+        (``minibatch``, the MAPPO/HARL reference; ``critic_targets``).
         """
         critic_active = self.critic_active(batch.active)
         adv, returns = gae(
@@ -259,7 +270,8 @@ class OnPolicyRule:
             self.cfg.gamma,
             self.cfg.gae_lambda,
         )
-        if self.value_norm is not None:
+        per_minibatch = self.value_norm_per_minibatch
+        if self.value_norm is not None and not per_minibatch:
             self.value_norm.update(returns, mask=critic_active)
             returns = self.value_norm.normalize(returns)
         adv = adv.expand_as(batch.logp) if adv.shape[-1] != batch.logp.shape[-1] else adv
@@ -280,9 +292,10 @@ class OnPolicyRule:
             advantages=to_chunks(adv, length),
             returns=to_chunks(returns, length),
             h_actor=chunk_starts(batch.h_actor, length) if recurrent else None,
-            h_critic=chunk_starts(batch.h_critic, length) if recurrent else None,
+            h_critic=chunk_starts(batch.h_critic, length) if recurrent and self.critic.hidden_size else None,
             all_active=bool(batch.active.all()),
             all_avail=bool(batch.avail.all()),
+            returns_raw=per_minibatch,
         )
 
     def minibatches(self, chunks: Chunks) -> Iterator[Chunks]:
@@ -308,11 +321,24 @@ class OnPolicyRule:
         actor = actor or self.actor
         return actor.evaluate(mb.obs, mb.avail_mask, mb.actions, mb.h_actor, mb.starts, agent)
 
+    @torch.no_grad()
+    def critic_targets(self, mb: Chunks) -> Tensor:
+        """The critic's targets for ``mb`` in its (normalised) space. With per-minibatch ValueNorm
+        (``mb.returns_raw``), as the MAPPO reference's ``cal_value_loss`` (and HARL's
+        ``VCritic.cal_value_loss``): ``value_normalizer.update(return_batch)`` first, then
+        ``normalize(return_batch)`` with the just-updated statistics; the batch moments count the
+        critic-active samples only, as the once-per-iteration update does (the reference counts all)."""
+        if not mb.returns_raw:
+            return mb.returns
+        assert self.value_norm is not None
+        self.value_norm.update(mb.returns, mask=mb.critic_mask)
+        return self.value_norm.normalize(mb.returns)
+
     def critic_step(self, mb: Chunks) -> dict[str, float]:
         """One clipped (Huber) value-loss step in normalised space (docs/algorithms/on_policy_machinery.md)."""
         values, _ = self.critic(mb.state, mb.h_critic, mb.starts)
         loss = value_loss(
-            values, mb.values, mb.returns, clip=self.cfg.value_clip, huber_delta=self.cfg.huber_delta,
+            values, mb.values, self.critic_targets(mb), clip=self.cfg.value_clip, huber_delta=self.cfg.huber_delta,
             mask=mb.critic_mask,
         )
         norm = clip_and_step(

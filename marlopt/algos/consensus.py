@@ -8,8 +8,19 @@ Once per iteration, on the whole batch at ``θ_old``:
    (full parameter sharing, ``g_i`` in the shared parameter space);
 2. ``c* = argmin_{c ∈ simplex} ½ ||Σ c_i g_i||²`` on the Gram matrix, ``u* = Σ c*_i g_i``
    (KKT: ``g_j · u* ≥ ||u*||²`` for every agent: ``u*`` improves every agent's objective);
-3. PPO epochs on ``J_clip(θ) + κ <θ, u*>`` with ``u*`` held fixed: the actor loss gets
-   ``-κ <θ, u*>``, whose gradient adds exactly ``κ u*`` to every agent's ascent direction.
+3. PPO epochs on ``Σ_i J_i^clip(θ) + κ <θ, u*>`` per agent with ``u*`` held fixed (Eqs. (7)–(8),
+   Alg. 1 lines 23–26): ``J_i^clip`` is agent ``i``'s OWN clipped surrogate (the YAML's
+   ``objective`` over agent ``i``'s active samples; its entropy bonus likewise its own), so the
+   ascent direction of each agent is ``∇J_i + κ u*``:
+
+   - ``heads``: head ``i`` receives ``∇J_i`` (only agent ``i``'s objective reaches it) plus
+     ``κ u*`` (the loss gets ``-κ Σ_i <θ_i, u*>``);
+   - ``shared``: Alg. 1's per-agent loop sums the n per-agent updates into the shared ``θ``:
+     ``Σ_i ∇J_i + n κ u*`` (the loss gets ``-n κ <θ, u*>``).
+
+   So ``κ`` means the same in both spaces: the weight of ``u*`` next to ONE agent's own surrogate
+   gradient (κ = 1: the paper). MAPPO's loss (a mean over all agents' samples) would give head
+   ``i`` only ``∇J_i / n`` next to ``κ u*``: ``κ`` n times too strong (docs/algorithms/grasp.md).
 
 Cost: the ``heads`` gradients come from ONE backward pass (agent ``i``'s objective reaches only its
 own head); the ``shared`` gradients from one batched backward over the N per-agent objectives
@@ -35,7 +46,7 @@ from marlopt.objectives.trpo import flat_grad
 
 
 class ConsensusRule(SimultaneousRule):
-    """MAPPO's update plus GRASP's consensus term ``κ <θ, u*>``."""
+    """MAPPO's update on each agent's own surrogate, plus GRASP's consensus term ``κ <θ, u*>``."""
 
     def __init__(self, spec: Any, algo: Any, model: Any, device: torch.device):
         need = {"heads": "hybrid", "shared": "shared"}[algo.space]
@@ -83,12 +94,37 @@ class ConsensusRule(SimultaneousRule):
             return c @ grads, c
         return consensus_direction(grads)
 
+    def policy_loss(self, logp: Tensor, mb: Chunks) -> Tensor:
+        """``-Σ_i J_i^clip``: the sum over agents of each agent's own objective, each over its own
+        active samples (an agent with none in the minibatch adds 0)."""
+        mask = mb.active_mask
+        return torch.stack([
+            self.objective(logp[..., i : i + 1], mb.logp[..., i : i + 1], mb.advantages[..., i : i + 1],
+                           mask=None if mask is None else mask[..., i : i + 1])
+            for i in range(self.spec.n_agents)
+        ]).sum()
+
+    def entropy_term(self, entropy: Tensor, mask: Tensor | None) -> Tensor:
+        """``Σ_i H_i``, each agent's mean entropy over its own active samples (as ``policy_loss``)."""
+        return torch.stack([masked_mean(entropy[..., i], None if mask is None else mask[..., i])
+                            for i in range(self.spec.n_agents)]).sum()
+
     def actor_regulariser(self) -> Tensor | float:
-        """``-κ <θ, u*>`` (summed over the agents' heads in the heads space)."""
+        """``-κ Σ_i <θ_i, u*>`` over the agents' heads (heads space: each head gets ``κ u*``), or
+        ``-n κ <θ, u*>`` (shared space: the n per-agent updates of Alg. 1 summed into ``θ``)."""
         if self.u is None or self.cfg.kappa == 0:
             return 0.0
         total = sum((p * u).sum() for agent in self.space_parameters() for p, u in zip(agent, self.u))
-        return -self.cfg.kappa * total
+        scale = self.cfg.kappa * (self.spec.n_agents if self.cfg.space == "shared" else 1)
+        return -scale * total
+
+    def per_agent_means(self, metrics: dict[str, float]) -> dict[str, float]:
+        """The logged policy loss and entropy as means over agents (comparable with MAPPO's), not
+        the sums the loss uses."""
+        for key in ("actor/policy_loss", "actor/entropy"):
+            if key in metrics:
+                metrics[key] /= self.spec.n_agents
+        return metrics
 
     def update_policy(self, chunks: Chunks) -> dict[str, float]:
         t0 = time.perf_counter()
@@ -98,7 +134,7 @@ class ConsensusRule(SimultaneousRule):
             # diverged (non-finite advantages or parameters): no consensus term this update, and no
             # solve (the solvers refuse non-finite gradients); the PPO steps on the same data go
             # through the non-finite guard (marlopt.guard), which skips and counts them
-            metrics = super().update_policy(chunks)
+            metrics = self.per_agent_means(super().update_policy(chunks))
             metrics.update({"grasp/c_entropy": math.nan, "grasp/c_max": math.nan, "grasp/u_norm": math.nan,
                             "grasp/min_cos": math.nan, "grasp/qp_ms": 0.0, "grasp/grad_ms": 1e3 * (t1 - t0)})
             return metrics
@@ -108,6 +144,7 @@ class ConsensusRule(SimultaneousRule):
         self.u = [chunk.reshape(shape) for chunk, shape in zip(torch.split(u, [s.numel() for s in shapes]), shapes)]
         metrics = super().update_policy(chunks)
         self.u = None
+        self.per_agent_means(metrics)
         u_norm = float(u.norm())
         cos = grads @ u / (grads.norm(dim=1) * u.norm()).clamp_min(1e-12)
         entropy = float(-(c * torch.log(c.clamp_min(1e-12))).sum())

@@ -8,10 +8,12 @@ over them). The critic is updated once, after all actors.
 
 - HAPPO: ``L = -min(r M, clip(r, 1±ε) M)`` for ``ppo_epochs`` × ``num_minibatches`` steps.
 - HAA2C: ``L = -r M`` for ``a2c_epochs`` × ``num_minibatches`` plain gradient steps.
-- HATRPO: natural-gradient step ``β x`` with ``x ≈ H⁻¹ g`` (conjugate gradient on the Fisher of
-  the mean KL), ``β = sqrt(2δ / xᵀHx)``, and a backtracking line search that accepts only
-  ``KL ≤ δ``, improvement > 0 and improvement / expected > ``accept_ratio``; otherwise the old
-  parameters are restored bit for bit.
+- HATRPO: natural-gradient step ``β x`` with ``x ≈ H⁻¹ g`` (conjugate gradient on the Hessian at
+  ``θ_old`` of the mean KL), ``β = sqrt(2δ / xᵀHx)``, and a backtracking line search that accepts
+  only ``KL ≤ δ``, improvement > 0 and improvement / expected > ``accept_ratio``; otherwise the old
+  parameters are restored bit for bit. The KL, in both places, is ``algo.kl_measure``: the true
+  ``KL(π_old || π_θ)`` or HARL's code's discrete measure, which its tuned δ are calibrated to
+  (``marlopt.objectives.trpo.policy_kl``).
 
 Actors are per agent (``model.sharing=separate``) unless ``algo.share_actor=true``; each agent is
 evaluated alone (``Actor.evaluate(..., agent=i)`` on its slice), so a sequential epoch costs what a
@@ -32,10 +34,12 @@ from marlopt.config import ConfigError
 from marlopt.guard import admit
 from marlopt.objectives import a2c_loss, happo_loss, masked_mean, ratio
 from marlopt.objectives.trpo import (
+    KL_MEASURES,
     conjugate_gradient,
     flat_grad,
     flat_params,
     make_fisher_vector_product,
+    policy_kl,
     trpo_step_size,
 )
 from marlopt.optim import adam, clip_and_step
@@ -142,10 +146,13 @@ class SequentialRule(OnPolicyRule):
             r, _ = ratio(dist.log_prob(data.actions), data.logp)
             return masked_mean(r * weight, data.active), dist
 
+        def mean_kl(old: Any, new: Any, measure: str = cfg.kl_measure) -> Tensor:
+            return masked_mean(policy_kl(old, new, measure), data.active)
+
         surrogate, dist = surrogate_and_dist()
         old_dist = dist.detach()
         grad = flat_grad(surrogate, params, retain_graph=True)
-        kl = masked_mean(old_dist.kl(dist), data.active)
+        kl = mean_kl(old_dist, dist)  # its Hessian at θ_old: the Fisher of the chosen measure
         fvp = make_fisher_vector_product(kl, params, damping=cfg.cg_damping)
         step_dir = conjugate_gradient(fvp, grad, iters=cfg.cg_iters)
         hx = fvp(step_dir)
@@ -154,20 +161,30 @@ class SequentialRule(OnPolicyRule):
         finite, values = admit(f"actor_{agent}", loss=surrogate, grad_norm=torch.linalg.vector_norm(grad),
                                curvature=step_dir @ hx)
         if not finite or values["curvature"] <= 0:
-            return {"trpo/accepted": 0.0, "trpo/kl": 0.0, "trpo/ls_iterations": 0.0, "trpo/step_fraction": 0.0}
+            return {"trpo/accepted": 0.0, "trpo/kl": 0.0, "trpo/kl_true": 0.0, "trpo/kl_harl": 0.0,
+                    "trpo/ls_iterations": 0.0, "trpo/step_fraction": 0.0}
         full_step = trpo_step_size(step_dir, hx, cfg.kl_threshold) * step_dir
         expected = float(grad @ full_step)
         old_surrogate = values["loss"]
 
+        last: dict[str, Any] = {}
+
         @torch.no_grad()
         def evaluate() -> tuple[float, float]:
-            new_surrogate, new_dist = surrogate_and_dist()
-            return float(new_surrogate) - old_surrogate, float(masked_mean(old_dist.kl(new_dist), data.active))
+            new_surrogate, last["dist"] = surrogate_and_dist()
+            return float(new_surrogate) - old_surrogate, float(mean_kl(old_dist, last["dist"]))
 
         result = backtracking_line_search(
             params, flat_params(params).detach().clone(), full_step, expected, evaluate, cfg.kl_threshold,
             accept_ratio=cfg.accept_ratio, backtrack_coeff=cfg.backtrack_coeff, max_backtracks=cfg.ls_steps,
         )
-        return {"trpo/accepted": float(result.accepted), "trpo/kl": result.kl,
+        # the accepted step's KL in both measures (trpo/kl is the constrained one); 0 when rejected
+        both = {f"trpo/kl_{m}": 0.0 for m in KL_MEASURES}
+        if result.accepted:  # the accepted candidate was the last one evaluated
+            with torch.no_grad():
+                for m in KL_MEASURES:
+                    same = m == cfg.kl_measure
+                    both[f"trpo/kl_{m}"] = result.kl if same else float(mean_kl(old_dist, last["dist"], m))
+        return {"trpo/accepted": float(result.accepted), "trpo/kl": result.kl, **both,
                 "trpo/ls_iterations": float(result.iterations), "trpo/step_fraction": result.step_fraction,
                 "trpo/expected_improvement": expected}

@@ -4,7 +4,9 @@ Per minibatch: one actor step on ``objective(logp, logp_old, A, mask) - c_ent ·
 samples, then one critic step. The objective is the algorithm YAML's ``objective`` — any
 importable loss with the signature of :func:`marlopt.objectives.ppo_clip_loss`
 (docs/architecture.md, "Add an algorithm"); MAPPO, MASPO, MARS and their ablations are YAMLs
-over marlopt's own losses.
+over marlopt's own losses. A subclass changes one minibatch's actor loss (:meth:`actor_loss`)
+through ``policy_loss``, ``entropy_term`` and ``actor_regulariser`` (GRASP: each agent's own
+surrogate and entropy, summed over agents, plus its consensus term).
 """
 
 from __future__ import annotations
@@ -71,27 +73,37 @@ class SimultaneousRule(OnPolicyRule):
         """An extra term of the actor loss (GRASP's ``-κ <θ, u*>``); none here."""
         return 0.0
 
+    def policy_loss(self, logp: Tensor, mb: Chunks) -> Tensor:
+        """The surrogate loss of a minibatch: the objective over all agents' active samples (MAPPO)."""
+        return self.objective(logp, mb.logp, mb.advantages, mask=mb.active_mask)
+
+    def actor_loss(self, mb: Chunks) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """One minibatch's actor loss ``policy_loss - c_ent · H + regulariser``, with the policy
+        loss, the entropy term (logged) and the log-probabilities (ratio diagnostics)."""
+        logp, entropy = self.evaluate_actions(mb)
+        mask = mb.active_mask
+        policy_loss = self.policy_loss(logp, mb)
+        # terms that are zero stay out of the autograd graph (BenchMARL's MAPPO: no entropy bonus)
+        loss = policy_loss
+        if self.cfg.entropy_coef:
+            entropy_mean = self.entropy_term(entropy, mask)
+            loss = loss - self.cfg.entropy_coef * entropy_mean
+        else:
+            entropy_mean = self.entropy_term(entropy.detach(), mask)
+        regulariser = self.actor_regulariser()
+        if isinstance(regulariser, Tensor) or regulariser != 0.0:
+            loss = loss + regulariser
+        return loss, policy_loss, entropy_mean, logp
+
     def update_policy(self, chunks: Chunks) -> dict[str, float]:
         diag = RatioDiagnostics(self.region)
         means = MetricMeans()
         params = list(self.actor.parameters())
         for _ in range(self.cfg.ppo_epochs):
             for mb in self.minibatches(chunks):
-                logp, entropy = self.evaluate_actions(mb)
-                mask = mb.active_mask
-                policy_loss = self.objective(logp, mb.logp, mb.advantages, mask=mask)
-                # terms that are zero stay out of the autograd graph (BenchMARL's MAPPO: no entropy bonus)
-                loss = policy_loss
-                if self.cfg.entropy_coef:
-                    entropy_mean = self.entropy_term(entropy, mask)
-                    loss = loss - self.cfg.entropy_coef * entropy_mean
-                else:
-                    entropy_mean = self.entropy_term(entropy.detach(), mask)
-                regulariser = self.actor_regulariser()
-                if isinstance(regulariser, Tensor) or regulariser != 0.0:
-                    loss = loss + regulariser
+                loss, policy_loss, entropy_mean, logp = self.actor_loss(mb)
                 norm = clip_and_step(self.actor_optim, params, loss, self.cfg.max_grad_norm, name="actor")
-                diag.observe(logp.detach(), mb.logp, mask)
+                diag.observe(logp.detach(), mb.logp, mb.active_mask)
                 means.add({"actor/policy_loss": policy_loss.item(), "actor/entropy": entropy_mean.item(),
                            "actor/grad_norm": norm, **self.critic_step(mb)})
         return {**means.means(), **diag.metrics()}

@@ -40,8 +40,8 @@ class LineSearchResult(NamedTuple):
 
     accepted: whether a step was accepted (else the parameters were restored to ``old_flat``).
     step_fraction: ``backtrack_coeff ** j`` of the accepted step, 0.0 if none.
-    kl, improvement: mean KL and surrogate improvement of the accepted step; 0.0 if none (the
-        parameters are then ``theta_old``).
+    kl, improvement: mean KL (as ``evaluate`` measures it) and surrogate improvement of the accepted
+        step; 0.0 if none (the parameters are then ``theta_old``).
     iterations: number of candidate steps evaluated.
     last_kl, last_improvement: values of the last candidate evaluated (diagnostics; NaN if none
         was evaluated).
@@ -71,8 +71,10 @@ def backtracking_line_search(
 
     For ``j = 0 .. max_backtracks - 1``: set ``params`` to ``old_flat + coeff^j * full_step``,
     call ``evaluate() -> (improvement, kl)`` (``improvement`` = new surrogate - old surrogate,
-    to be maximised; ``kl`` = mean ``KL(pi_old || pi_new)``; floats or 0-d tensors; called under
-    ``torch.no_grad()``) and accept the first step with
+    to be maximised; ``kl`` = mean ``KL(pi_old || pi_new)`` in whatever measure the trust region is
+    stated in, the one whose Hessian gave the step: the true KL or HARL's code's measure,
+    ``marlopt.objectives.trpo.policy_kl``; floats or 0-d tensors; called under ``torch.no_grad()``)
+    and accept the first step with
 
         kl <= kl_threshold  and  improvement > 0  and
         improvement / (expected_improve_rate * coeff^j) > accept_ratio,

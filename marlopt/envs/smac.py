@@ -3,8 +3,8 @@
 ``make(map_name, **options)``; ``map_name`` is any SMAC map (``MAPS``). Options:
 
 - ``state_type``: ``"EP"`` (default; SMAC's own ``get_state()``, one row) or ``"FP"`` (the
-  feature-pruned agent-specific state of the MAPPO reference, one row per agent, zero once the agent
-  is dead; see ``marlopt.envs.sc2.fp_state.fp_state``). Set it with ``env.state_type=EP|FP``.
+  feature-pruned agent-specific state of the MAPPO reference, one row per agent, all zeros but the
+  agent's one-hot id once it is dead; see ``marlopt.envs.sc2.fp_state.fp_state``). Set it with ``env.state_type=EP|FP``.
 - ``save_replay``: save a StarCraft II replay at the end of every episode (use it for evaluation
   runs; ``replay_dir``/``replay_prefix`` say where). ``StarCraftEnv.save_replay()`` saves one now.
 - ``stacked_frames``: concatenate the last ``k`` observations/states (the MAPPO reference's

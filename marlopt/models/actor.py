@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from marlopt.config import ModelConfig
 from marlopt.envs.base import EnvSpec
-from marlopt.models.distributions import DiagGaussian, MaskedCategorical
+from marlopt.models.distributions import DiagGaussian, MaskedCategorical, gaussian_log_std
 from marlopt.models.layers import GroupedLinear, GroupedModule
 from marlopt.models.trunk import Trunk
 
@@ -53,8 +53,12 @@ class Actor(nn.Module):
         self.trunk = Trunk(body_groups, in_features, cfg)
         self.head = GroupedLinear(head_groups, self.trunk.out_features, spec.n_actions, gain=cfg.head_gain)
         if spec.continuous:
+            # the learnable std parameter p (named log_std in both modes, as HARL names it):
+            # model.std_param=log: σ = exp(p), p0 = log_std_init; harl: σ = sigmoid(p / x) y, p0 = x
+            self.std_param, self.std_coefs = cfg.std_param, (float(cfg.std_x_coef), float(cfg.std_y_coef))
+            init = cfg.log_std_init if cfg.std_param == "log" else cfg.std_x_coef
             self.log_std = nn.ParameterList(
-                [nn.Parameter(torch.full((spec.n_actions,), cfg.log_std_init)) for _ in range(head_groups)]
+                [nn.Parameter(torch.full((spec.n_actions,), float(init))) for _ in range(head_groups)]
             )
         self.hidden_size = self.trunk.hidden_size
 
@@ -98,6 +102,8 @@ class Actor(nn.Module):
                 log_std = self.log_std[agent]
             else:
                 log_std = torch.stack(tuple(self.log_std))
+            if self.std_param != "log":
+                log_std = gaussian_log_std(log_std, self.std_param, *self.std_coefs)
             return DiagGaussian(out, log_std, avail)
         return MaskedCategorical(out, avail)
 

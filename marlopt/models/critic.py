@@ -17,7 +17,9 @@ class Critic(nn.Module):
 
     ``S`` is 1 for one global state (EP) or N for agent-specific states (FP). With one global state
     and no agent id the critic runs once per (t, env) and the runner broadcasts the value to the N
-    agents (``rows == 1``); otherwise it runs per agent (``rows == N``).
+    agents (``rows == 1``); otherwise it runs per agent (``rows == N``). Its layers are the actor's
+    unless ``model.critic_hidden_sizes`` / ``model.critic_recurrent`` say otherwise
+    (:meth:`marlopt.config.ModelConfig.critic_config`).
     """
 
     def __init__(self, spec: EnvSpec, cfg: ModelConfig):
@@ -27,7 +29,7 @@ class Critic(nn.Module):
         self.use_agent_id = cfg.critic_agent_id and n > 1
         self.rows = n if (spec.state_per_agent or self.use_agent_id) else 1
         in_features = spec.state_dim + (n if self.use_agent_id else 0)
-        self.trunk = Trunk(1, in_features, cfg)
+        self.trunk = Trunk(1, in_features, cfg.critic_config())
         self.head = GroupedLinear(1, self.trunk.out_features, 1, gain=1.0)
         self.hidden_size = self.trunk.hidden_size
 

@@ -1,4 +1,5 @@
-"""Action distributions: masked categorical (available actions) and diagonal Gaussian (Box).
+"""Action distributions: masked categorical (available actions) and diagonal Gaussian (Box), and
+how a Gaussian's learnable std parameter gives its ``log σ`` (``gaussian_log_std``).
 
 Both are small, allocation-light classes rather than ``torch.distributions`` objects: rollout
 inference runs every env step, where the generic classes' argument validation dominates.
@@ -72,6 +73,26 @@ class MaskedCategorical:
     def kl(self, other: "MaskedCategorical") -> Tensor:
         """``KL(self || other) = Σ_a p(a) (log p(a) - log q(a))`` (masked actions have p = 0)."""
         return (self.log_probs.exp() * (self.log_probs - other.log_probs)).sum(-1)
+
+
+#: How the learnable std parameter ``p`` of a diagonal Gaussian gives its std (``model.std_param``).
+STD_PARAMS = ("log", "harl")
+
+
+def gaussian_log_std(param: Tensor, std_param: str = "log", x_coef: float = 1.0, y_coef: float = 0.5) -> Tensor:
+    """``log σ`` from the learnable std parameter ``param``:
+
+    - ``"log"`` (marlopt's default): ``σ = exp(p)``, so ``log σ = p`` (``param`` itself, untouched);
+    - ``"harl"``: HARL's ``DiagGaussian`` (``harl/models/base/distributions.py``:
+      ``action_std = sigmoid(log_std / std_x_coef) * std_y_coef``), ``σ = sigmoid(p / x) · y``, a std
+      bounded by ``y``; computed as ``log σ = logsigmoid(p / x) + log y`` (the same value and
+      gradient, finite for any ``p``).
+    """
+    if std_param == "log":
+        return param
+    if std_param == "harl":
+        return torch.nn.functional.logsigmoid(param / x_coef) + math.log(y_coef)
+    raise ValueError(f"std_param must be one of {STD_PARAMS}, got {std_param!r}")
 
 
 class DiagGaussian:

@@ -5,13 +5,14 @@ The HATRPO update of agent ``i_m`` (HARL paper, eq. 8 and Algorithm 3 in appendi
 docs/algorithms/hatrpo.md):
 
     g = grad_theta mean(r M)  at theta_old         (M: the sequential advantage factor x A)
-    H = Hessian of mean KL(pi_old(.|o) || pi_theta(.|o)) at theta_old   (the Fisher matrix)
+    H = Hessian of mean KL(pi_old(.|o) || pi_theta(.|o)) at theta_old   (the Fisher matrix; or of
+        HARL's code's discrete measure, harl_discrete_kl: policy_kl picks, algo.kl_measure)
     x ~= H^{-1} g                                   (conjugate gradient, 10 iterations,
                                                      on (H + damping I), damping 0.1)
     beta = sqrt(2 delta / (x^T H x))                (full step meets the quadratic KL model = delta)
     theta = theta_old + alpha^j beta x,  j = 0, 1, ...   (backtracking, alpha = 0.5 or 0.8)
 
-accepting the first ``j`` with mean KL <= delta, actual improvement > 0 and
+accepting the first ``j`` with mean KL (the same measure) <= delta, actual improvement > 0 and
 improvement / (alpha^j * expected improvement) > accept_ratio (0.5), where the expected
 improvement of the full step is ``g . (beta x)``; if none is accepted, ``theta_old`` is kept.
 
@@ -47,7 +48,18 @@ __all__ = [
     "make_fisher_vector_product",
     "fisher_vector_product",
     "trpo_step_size",
+    "KL_MEASURES",
+    "harl_discrete_kl",
+    "policy_kl",
 ]
+
+#: The KL measures HATRPO can constrain (``algo.kl_measure``): ``true`` = ``KL(pi_old || pi_theta)``
+#: (the paper's), ``harl`` = the quantity HARL's code computes (:func:`harl_discrete_kl`).
+KL_MEASURES = ("true", "harl")
+
+#: The logit HARL's categorical head gives unavailable actions (``x[available_actions == 0] = -1e10``);
+#: the same value as ``marlopt.models.distributions.MASKED_LOGIT``.
+HARL_MASKED_LOGIT = -1e10
 
 
 def _as_list(params: Iterable[Tensor]) -> list[Tensor]:
@@ -179,3 +191,60 @@ def trpo_step_size(x: Tensor, Hx: Tensor, kl_threshold: float) -> float:
     if not (shs > 0.0 and math.isfinite(shs)):
         return 0.0
     return math.sqrt(2.0 * kl_threshold / shs)
+
+
+def harl_discrete_kl(logits_old: Tensor, logits_new: Tensor, avail: Tensor | None = None) -> Tensor:
+    """HARL's discrete "KL", per sample: ``sum_a [exp(D_a) - 1 - D_a]``, ``D_a = log pi_new(a) - log
+    pi_old(a)``, summed over ALL ``A`` actions and not weighted by ``pi_old``.
+
+    This is what HARL's code (``harl/utils/trpo_util.py``: ``kl_approx(old_logits, new_logits)``,
+    then ``.sum`` over the action axis) uses for discrete actions in both the Fisher-vector product
+    and the line search's KL check, and what its tuned ``kl_threshold`` values are calibrated to.
+    Each term is ``>= 0`` and ``= 1/2 D_a^2 + O(D^3)``, so its Hessian at ``theta_old`` is
+    ``sum_a grad(log pi(a)) grad(log pi(a))^T``, against the Fisher ``sum_a pi(a) grad(..) grad(..)^T``
+    of the true KL: exactly ``A`` times larger for a uniform policy, up to ``1 / min_a pi(a)`` times
+    for peaked ones (see ``docs/algorithms/hatrpo.md``).
+
+    Shapes: ``logits_old``, ``logits_new``: ``[..., A]`` (normalised log-probabilities or raw logits:
+    both are normalised here with ``log_softmax``, as torch's ``Categorical``, which HARL uses,
+    normalises its ``logits``; ``log_softmax`` of log-probabilities is themselves). ``avail``:
+    optional bool ``[..., A]`` (True = available), broadcastable; unavailable actions get the logit
+    ``-1e10`` before normalising, exactly as HARL's ``Categorical`` head (and
+    :class:`~marlopt.models.distributions.MaskedCategorical`) does. Returns ``[...]``; the caller
+    takes the (masked) mean over samples, as for the true KL.
+
+    Unavailable actions, as in HARL: they stay in the sum. Their ``D_a`` is mathematically
+    ``lse_old - lse_new`` (both logits pinned at ``-1e10``, ``lse`` = the log-normaliser of the
+    available logits); in float32 ``-1e10 - lse`` rounds to ``-1e10`` so the VALUE they add is 0,
+    but autograd differentiates the unrounded expression, so each one adds
+    ``grad(lse) grad(lse)^T`` to the Hessian (a curvature on the common shift of the logits, which
+    does not change the policy). Pass already-masked log-probabilities and ``avail=None`` to get
+    the same numbers (``MaskedCategorical.log_probs`` are those).
+    """
+    if avail is not None:
+        logits_old = logits_old.masked_fill(~avail, HARL_MASKED_LOGIT)
+        logits_new = logits_new.masked_fill(~avail, HARL_MASKED_LOGIT)
+    delta = torch.log_softmax(logits_new, dim=-1) - torch.log_softmax(logits_old, dim=-1)
+    return (torch.expm1(delta) - delta).sum(-1)
+
+
+def policy_kl(old_dist, new_dist, measure: str = "true") -> Tensor:
+    """Per-sample KL between two action distributions in HATRPO's chosen ``measure``
+    (``algo.kl_measure``, one of :data:`KL_MEASURES`); the caller takes the masked mean over active
+    samples and uses it both for the Fisher-vector product (its Hessian at ``theta_old``, with
+    ``old_dist`` detached) and the line search's check ``<= delta``.
+
+    - ``true``: ``old_dist.kl(new_dist)`` = ``KL(pi_old || pi_new)`` (categorical: over available
+      actions; diagonal Gaussian: summed over real action dims).
+    - ``harl``: HARL's code. Categorical (``old_dist.log_probs``, ``[..., A]``):
+      :func:`harl_discrete_kl` on the (already masked) log-probabilities. Gaussian: the true KL,
+      as HARL's ``_kl_normal_normal`` (summed over action dims) is.
+
+    ``old_dist`` / ``new_dist``: ``marlopt.models.distributions.MaskedCategorical`` or
+    ``DiagGaussian`` (duck-typed: a categorical has ``log_probs``). Returns the batch shape ``[...]``.
+    """
+    if measure not in KL_MEASURES:
+        raise ValueError(f"unknown KL measure {measure!r}: one of {', '.join(KL_MEASURES)}")
+    if measure == "harl" and hasattr(old_dist, "log_probs"):
+        return harl_discrete_kl(old_dist.log_probs, new_dist.log_probs)
+    return old_dist.kl(new_dist)

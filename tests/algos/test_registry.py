@@ -80,7 +80,8 @@ def test_the_shipped_ratio_algorithms_are_yamls_over_the_public_losses():
     from marlopt import objectives
 
     expected = {"mappo": "ppo_clip_loss", "mappo_asym": "ppo_clip_loss", "maspo": "spo_loss",
-                "maspo_asym": "spo_loss", "mars": "mars_loss", "mars_msym": "mars_loss", "mars_asym": "mars_loss",
+                "maspo_asym": "spo_loss", "mars": "mars_loss", "mars_msym": "mars_loss", "mars_addsym": "mars_loss",
+                "mars_asym": "mars_loss",
                 "grasp": "ppo_clip_loss"}
     for name, fn in expected.items():
         algo = make_config(f"algo={name}").algo

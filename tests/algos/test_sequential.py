@@ -104,9 +104,21 @@ def test_shared_actor_needs_the_explicit_flag():
     shared.update_policy(random_chunks(SPEC))
 
 
+def measured_kls(old, new, active) -> dict[str, float]:
+    """Masked mean over active samples of both KL measures, computed here by hand."""
+    true = old.kl(new)
+    delta = new.log_probs - old.log_probs
+    harl = (torch.exp(delta) - 1 - delta).sum(-1)  # HARL's code: all actions, no pi_old weights
+    return {m: float((v * active).sum() / active.sum()) for m, v in (("true", true), ("harl", harl))}
+
+
+@pytest.mark.parametrize("measure", ["true", "harl"])
 @pytest.mark.parametrize("seed", range(4))
-def test_hatrpo_accepted_steps_respect_the_kl_bound(seed):
-    rule = make_rule("hatrpo", kl_threshold=0.01)
+def test_hatrpo_accepted_steps_respect_the_kl_bound(seed, measure):
+    """The accepted step's KL, in the measure algo.kl_measure names, is <= delta; trpo/kl reports it
+    and trpo/kl_true / trpo/kl_harl report both measures of the same step."""
+    rule = make_rule("hatrpo", kl_threshold=0.01, kl_measure=measure)
+    assert rule.cfg.kl_measure == measure
     chunks = random_chunks(SPEC, seed=seed)
     with torch.no_grad():
         chunks.logp.copy_(rule.actor.evaluate(chunks.obs, chunks.avail, chunks.actions, None, None)[0])
@@ -118,9 +130,42 @@ def test_hatrpo_accepted_steps_respect_the_kl_bound(seed):
     assert stats["trpo/accepted"] == 1.0
     with torch.no_grad():
         new = rule.actor.dist(data.obs, data.avail, None, None, agent=agent)
-    kl = float((old.kl(new) * data.active).sum() / data.active.sum())
-    assert 0 < kl <= 0.01 + 1e-6
-    assert stats["trpo/kl"] == pytest.approx(kl, rel=1e-4)
+    kls = measured_kls(old, new, data.active)
+    assert 0 < kls[measure] <= 0.01 + 1e-6
+    assert stats["trpo/kl"] == pytest.approx(kls[measure], rel=1e-4)
+    for m in ("true", "harl"):
+        assert stats[f"trpo/kl_{m}"] == pytest.approx(kls[m], rel=1e-4)
+    # 3 near-uniform actions: the harl measure is ~3x the true KL of the same step
+    assert 2.0 < kls["harl"] / kls["true"] < 4.0
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_hatrpo_harl_measure_takes_smaller_true_kl_steps_at_the_same_delta(seed):
+    """Same data, same delta: HARL's measure (curvature ~A x the true KL's) allows about 1/A of the
+    true KL that the paper's measure allows."""
+    true_kl = {}
+    for measure in ("true", "harl"):
+        rule = make_rule("hatrpo", kl_threshold=0.01, kl_measure=measure)
+        chunks = random_chunks(SPEC, seed=seed)
+        with torch.no_grad():
+            chunks.logp.copy_(rule.actor.evaluate(chunks.obs, chunks.avail, chunks.actions, None, None)[0])
+        stats = rule.trpo_update(0, with_unit_factor(agent_slice(chunks, 0)))
+        assert stats["trpo/accepted"] == 1.0
+        true_kl[measure] = stats["trpo/kl_true"]
+    assert true_kl["harl"] < 0.6 * true_kl["true"]
+
+
+def test_hatrpo_kl_measure_config():
+    """algo=hatrpo runs with HARL's measure (tuned/algo/hatrpo.yaml: every delta in force is HARL's);
+    algo/hatrpo.yaml alone and the dataclass default are the paper's true KL."""
+    assert make_config("algo=hatrpo", "env=games", "map=harl_example1").algo.kl_measure == "harl"
+    for value in ("true", "True"):
+        assert make_config("algo=hatrpo", f"algo.kl_measure={value}").algo.kl_measure == "true"
+    assert make_config("algo=hatrpo", "~tuned/algo", "model.sharing=separate").algo.kl_measure == "true"
+    smac = make_config("algo=hatrpo", "env=smac", "map=MMM2")
+    assert (smac.algo.kl_measure, smac.algo.kl_threshold) == ("harl", 6e-2)
+    with pytest.raises(ConfigError, match="algo.kl_measure"):
+        make_config("algo=hatrpo", "algo.kl_measure=approx")
 
 
 def test_hatrpo_rejected_step_leaves_parameters_bit_identical():

@@ -193,7 +193,9 @@ def test_dead_agents_only_no_op_zero_fp_rows_inactive(sc2):
                 assert raw_avail[dead, 0].all() and not raw_avail[dead, 1:].any(), "SMAC: dead -> no-op only"
                 assert avail[dead, 0].all() and not avail[dead, 1:].any()
                 assert not avail[alive, 0].any()
-                assert not state[dead].any(), "FP rows of dead agents are zero"
+                n = len(alive)  # FP rows of dead agents are zero but their one-hot id (the last N columns)
+                assert not state[dead][:, :-n].any(), "FP rows of dead agents are zero but the id"
+                assert np.array_equal(state[dead][:, -n:], np.eye(n, dtype=np.float32)[dead])
                 assert state[alive].any(axis=1).all()
                 assert not step.obs[dead].any(), "SMAC observations of dead agents are zero"
             if step.terminated or step.truncated:
@@ -414,6 +416,7 @@ TUNED_KEYS = {
     "algo.lr", "algo.critic_lr", "algo.entropy_coef", "algo.ppo_epochs", "algo.critic_epochs", "algo.clip",
     "algo.value_clip", "algo.num_minibatches", "algo.gamma", "algo.kl_threshold", "algo.backtrack_coeff",
     "algo.huber_delta", "env.state_type", "env.options.stacked_frames", "eval_envs",
+    "total_steps",  # the papers' training lengths (HARL Table 1, the MAPPO reference scripts)
     "algo.objective.clip",  # the ratio rules' clip, an argument of their objective (algo.objective)
 }
 

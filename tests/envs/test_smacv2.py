@@ -86,7 +86,9 @@ def test_episodes_dead_agents_and_truncation(sc2):
             avail, alive = step.avail, step.info["active"]
             dead = ~alive
             assert avail[dead, 0].all() and not avail[dead, 1:].any()
-            assert not step.state[dead].any()
+            n = len(alive)  # FP: a dead agent's row is zero but its one-hot id (the last N columns)
+            assert not step.state[dead][:, :-n].any()
+            assert np.array_equal(step.state[dead][:, -n:], np.eye(n, dtype=np.float32)[dead])
             assert not (step.terminated and step.truncated)
             if step.terminated or step.truncated:
                 assert isinstance(step.info["won"], bool) and t <= 200

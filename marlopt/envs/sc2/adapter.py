@@ -7,7 +7,8 @@ Contract with marlopt (``marlopt.envs.base``):
 - ``state_type="EP"``: the environment-provided state (``env.get_state()``), one row
   (``spec.state_per_agent=False``). ``state_type="FP"``: the feature-pruned agent-specific state of
   the MAPPO reference (Yu et al. 2022, ``use_state_agent`` + ``use_mustalive`` + ``add_center_xy``;
-  HARL's "FP"), one row per agent, all zeros once that agent is dead (see ``fp_state``).
+  HARL's "FP"), one row per agent; once that agent is dead, all zeros but its one-hot id (see
+  ``fp_state``).
 - ``info["won"]`` is SC2's ``battle_won``; the time limit is ``truncated=True, terminated=False``
   (the wrapper always builds the SC2 env with ``continuing_episode=True`` so that it reports
   ``info["episode_limit"]``, and also watches the env's ``timeouts`` counter); ``info["active"]`` is

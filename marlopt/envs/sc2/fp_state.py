@@ -1,8 +1,9 @@
 """The feature-pruned agent-specific state (``state_type="FP"``) of SMAC and SMACv2 battles.
 
 The state of the MAPPO reference (Yu et al. 2022: ``use_state_agent`` + ``use_mustalive`` +
-``add_center_xy``; HARL's "FP"): one row per agent, agent ``i``'s view of the whole battle, all
-zeros once that agent is dead. ``sc`` is SMAC's/SMACv2's ``StarCraft2Env``; numpy only.
+``add_center_xy``; HARL's "FP"): one row per agent, agent ``i``'s view of the whole battle; once that
+agent is dead, all zeros but its one-hot id (as the reference's ``get_state_agent``). ``sc`` is
+SMAC's/SMACv2's ``StarCraft2Env``; numpy only.
 """
 
 from __future__ import annotations
@@ -45,8 +46,11 @@ def fp_state_dim(sc: Any) -> int:
 def fp_state(sc: Any, alive: np.ndarray, avail: np.ndarray) -> np.ndarray:
     """``[N, fp_state_dim]`` float32: row ``i`` is agent ``i``'s view of the whole battle.
 
-    Layout of a row (``sight`` = the agent's sight range; centre = the map centre; zero rows for
-    dead agents, ``use_mustalive``):
+    Layout of a row (``sight`` = the agent's sight range; centre = the map centre). A dead agent's
+    row is all zeros except its one-hot id (``use_mustalive``): the MAPPO reference's
+    ``StarCraft2_Env.get_state_agent`` (marlbenchmark/on-policy, ``onpolicy/envs/starcraft2``;
+    HARL's ``harl/envs/smac/StarCraft2_Env.py`` alike) zeroes the features under
+    ``if use_mustalive and unit.health > 0`` but appends ``agent_id_feats`` outside that branch.
 
     - allies (the other ``N-1``, in id order), each ``[visible, dist/sight, dx/sight, dy/sight,
       cooldown/max (energy/max for medivacs), health/max, (shield/max), unit type one-hot,
@@ -89,9 +93,10 @@ def fp_state(sc: Any, alive: np.ndarray, avail: np.ndarray) -> np.ndarray:
         return k + 2
 
     for i in range(n):
+        row = out[i]
+        row[off_id + i] = 1.0  # the id is kept once the agent is dead (reference)
         if not alive[i]:
             continue
-        row = out[i]
         me = units[i]
         x, y = me.pos.x, me.pos.y
         sight = float(sc.unit_sight_range(i))
@@ -127,6 +132,5 @@ def fp_state(sc: Any, alive: np.ndarray, avail: np.ndarray) -> np.ndarray:
         k = common(own, 4, me, True, sb_a)
         if use_last:
             own[k:] = last_action[i]
-        row[off_id + i] = 1.0
     return out
 
