@@ -128,6 +128,11 @@ def _step_frames(path: Path) -> int:
     return int(stem[5:]) if stem.startswith("step_") and stem[5:].isdigit() else -1
 
 
+def _skipped(path: Path, exc: CheckpointError) -> str:
+    """The note for an unreadable checkpoint: its name and why (the error without its path)."""
+    return f"skipped {path.name}: {str(exc).split(': ', 1)[-1][:200]}"
+
+
 def newest_checkpoint(run_dir: Path) -> tuple[Path, dict[str, Any], list[str]]:
     """The readable checkpoint with the most frames, its payload, and a note per file skipped.
 
@@ -146,14 +151,14 @@ def newest_checkpoint(run_dir: Path) -> tuple[Path, dict[str, Any], list[str]]:
             latest_payload = load_checkpoint(latest)
             latest_frames = int(latest_payload["counters"]["frames"])
         except CheckpointError as exc:
-            notes.append(f"skipped {LATEST}: {str(exc).split(': ', 1)[-1][:200]}")
+            notes.append(_skipped(latest, exc))
     for path in steps:
         if _step_frames(path) <= latest_frames:
             break
         try:
             return path, load_checkpoint(path), notes
         except CheckpointError as exc:
-            notes.append(f"skipped {path.name}: {str(exc).split(': ', 1)[-1][:200]}")
+            notes.append(_skipped(path, exc))
     if latest_payload is not None:  # (with latest.pt unreadable, every step file was tried above)
         return latest, latest_payload, notes
     detail = f" ({'; '.join(notes)})" if notes else ""

@@ -105,12 +105,13 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     return [decode_row(row) for row in _parse_lines(path)[1]]
 
 
-def truncate_metrics(path: Path, max_step: int, max_rows: int | None = None) -> list[str]:
+def truncate_metrics(path: Path, max_step: int, max_rows: int | None = None) -> tuple[int, list[str]]:
     """Cut ``metrics.jsonl`` back to its state at a checkpoint (used on resume): the first
     ``max_rows`` events when the checkpoint recorded how many there were, else the events with
-    ``step <= max_step``. Lines that do not parse are dropped. Returns notes for the user."""
+    ``step <= max_step``. Lines that do not parse are dropped. Returns the events kept and notes
+    for the user."""
     if not path.is_file():
-        return []
+        return 0, []
     lines, rows, bad = _parse_lines(path)
     notes = [f"{METRICS_FILE}: dropped {len(bad)} unreadable line(s) (line {', '.join(map(str, bad[:5]))}"
              f"{', ...' if len(bad) > 5 else ''}; a write cut short by a crash)"] if bad else []
@@ -121,7 +122,7 @@ def truncate_metrics(path: Path, max_step: int, max_rows: int | None = None) -> 
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text("".join(f"{line}\n" for line in kept))
     os.replace(tmp, path)
-    return notes
+    return len(kept), notes
 
 
 class RunLogger:
@@ -135,8 +136,9 @@ class RunLogger:
         self.metrics_path = run_dir / METRICS_FILE
         self.notes: list[str] = []
         if start_frame > 0 or rows is not None:
-            self.notes = truncate_metrics(self.metrics_path, start_frame, rows)
-        self.rows = len(_parse_lines(self.metrics_path)[0]) if self.metrics_path.is_file() else 0
+            self.rows, self.notes = truncate_metrics(self.metrics_path, start_frame, rows)
+        else:  # a new run: its events so far (none, unless a test writes into an old directory)
+            self.rows = len(_parse_lines(self.metrics_path)[0]) if self.metrics_path.is_file() else 0
         self._file = open(self.metrics_path, "a", buffering=1)
         self._writer = None
         if tensorboard:
