@@ -393,6 +393,27 @@ class EnvConfig:
 
 
 @dataclass
+class LoggerConfig:
+    """Where a run's metrics go besides ``metrics.jsonl`` and TensorBoard (always written):
+    Weights & Biases, off by default (docs/logging.md). Set with ``logger.<key>=...``."""
+
+    wandb: bool = False  # mirror every metrics row to W&B (needs: pip install -e ".[wandb]")
+    wandb_project: str = "marlopt"  # the W&B project
+    wandb_entity: Optional[str] = None  # the W&B user or team; null = your default entity
+    # online (stream to the W&B server; needs `wandb login`) | offline (write under <run>/wandb/, upload
+    # later with `wandb sync <run>/wandb/offline-run-*`) | null = the WANDB_MODE variable, else online
+    wandb_mode: Optional[str] = None
+    wandb_group: Optional[str] = None  # W&B group of the run (e.g. one per sweep); null = none
+    wandb_tags: list[str] = field(default_factory=list)  # tags of the W&B run
+    wandb_name: Optional[str] = None  # display name of the W&B run; null = the run directory's name
+
+    def __post_init__(self) -> None:
+        if self.wandb_mode is not None:
+            _one_of(self.wandb_mode, ("online", "offline"), "logger.wandb_mode")
+        _require(bool(str(self.wandb_project).strip()), "logger.wandb_project", "must not be empty")
+
+
+@dataclass
 class TrainConfig:
     """Top-level run settings. Frames count environment steps summed over the parallel envs."""
 
@@ -416,6 +437,7 @@ class TrainConfig:
     progress: bool = True  # rich progress bar (plain log lines when not a terminal)
     speed_kit: bool = True  # marlopt.optim's speed tricks (fused Adam, lean grad clip, fast tanh); false = plain torch
     nonfinite_patience: int = 10  # consecutive optimiser steps with a non-finite loss or gradient (each skipped) before the run stops
+    logger: LoggerConfig = field(default_factory=LoggerConfig)  # W&B mirroring of the metrics (off by default)
 
     def __post_init__(self) -> None:
         _require(0 <= self.seed <= MAX_SEED, "seed",

@@ -6,6 +6,12 @@ A non-finite value is written, not dropped: as the JSON string ``"nan"``, ``"inf
 (strict JSON has no such numbers; :func:`read_metrics` turns them back into floats).
 ``time/elapsed_s`` sums the wall-clock time of every session of a resumed run up to its checkpoint.
 
+With ``logger.wandb=true`` every event is also logged to a Weights & Biases run (:class:`WandbMirror`):
+the same keys plus ``step`` (env frames, W&B's x-axis for every metric), the run's config uploaded
+when the W&B run is created, its files under ``<run>/wandb/`` (offline mode: upload them later with
+``wandb sync``). The W&B run id goes into every checkpoint (``state()``), so a resume continues the
+same W&B run (docs/logging.md says what happens to the rows a resume cuts back).
+
 On resume the file is cut back to the rows it had when the checkpoint was written (checkpoints
 record the count; older ones: the rows up to the checkpoint's frame count) and TensorBoard purges
 its events past that step, so a resumed run's logs read exactly like an uninterrupted run's. A last
@@ -15,10 +21,12 @@ line cut short by a crash is dropped with a note.
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
 import json
 import math
 import os
 import platform
+import secrets
 import subprocess
 import sys
 import time
@@ -125,13 +133,88 @@ def truncate_metrics(path: Path, max_step: int, max_rows: int | None = None) -> 
     return len(kept), notes
 
 
+WANDB_INSTALL = 'pip install -e ".[wandb]"'
+
+
+def check_wandb(settings: Any = None) -> None:
+    """``logger.wandb=true`` needs the wandb package: ``ImportError`` in one line with the install
+    command unless it is installed. With ``settings`` (the run's ``LoggerConfig``), online mode
+    (``logger.wandb_mode=online``, or unset with ``WANDB_MODE`` unset or online) also needs a login
+    where wandb looks for one — ``WANDB_API_KEY``, or the W&B host in ``$NETRC``/``~/.netrc``
+    (what ``wandb login`` writes) — else ``ConfigError``. Nothing is imported; marlopt/preflight.py
+    calls this before the run directory exists."""
+    if importlib.util.find_spec("wandb") is None:
+        raise ImportError(f"logger.wandb=true needs the wandb package; install it with: {WANDB_INSTALL} "
+                          "(or leave logger.wandb=false)")
+    if settings is None:
+        return
+    mode = settings.wandb_mode or os.environ.get("WANDB_MODE") or "online"
+    if mode != "online" or os.environ.get("WANDB_API_KEY"):
+        return
+    import netrc
+    from urllib.parse import urlparse
+
+    from marlopt.config import ConfigError
+
+    host = urlparse(os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai").hostname or "api.wandb.ai"
+    path = Path(os.environ.get("NETRC") or Path.home() / ".netrc")
+    try:
+        if netrc.netrc(str(path)).authenticators(host):
+            return
+    except (OSError, netrc.NetrcParseError):
+        pass
+    raise ConfigError(f"logger.wandb=true in online mode needs a W&B login (no WANDB_API_KEY, no {host} in {path}): "
+                      "run `wandb login`, or set logger.wandb_mode=offline (upload later with wandb sync)")
+
+
+def config_dict(config: Any) -> dict[str, Any] | None:
+    """A run's config as plain containers for W&B (a ``TrainConfig`` or a mapping; ``None`` stays)."""
+    if config is None or isinstance(config, dict):
+        return config
+    from omegaconf import OmegaConf
+
+    node = config if OmegaConf.is_config(config) else OmegaConf.structured(config)
+    return OmegaConf.to_container(node, resolve=True)  # type: ignore[return-value]
+
+
+class WandbMirror:
+    """One W&B run that receives every metrics event of a marlopt run (``logger.*`` keys,
+    :class:`marlopt.config.LoggerConfig`). ``run_id``: the W&B run to continue (a resume), else a
+    new run is created with ``config`` uploaded; files go under ``<run_dir>/wandb/``."""
+
+    def __init__(self, run_dir: Path, settings: Any, run_id: str | None = None, config: Any = None):
+        import wandb
+
+        # a new id from OS entropy (secrets), so the seeded RNG streams of training stay untouched
+        self.run_id = run_id or secrets.token_hex(6)
+        self.run = wandb.init(
+            project=settings.wandb_project, entity=settings.wandb_entity, group=settings.wandb_group,
+            tags=list(settings.wandb_tags) or None, name=settings.wandb_name or run_dir.name,
+            mode=settings.wandb_mode, dir=str(run_dir), id=self.run_id, resume="allow",
+            config=config_dict(config) if run_id is None else None,
+            settings=wandb.Settings(console="off"),  # marlopt's own stderr lines stay as they are
+        )
+        self.run.define_metric("step")
+        self.run.define_metric("*", step_metric="step")  # x-axis: env frames, as in metrics.jsonl
+
+    def log(self, step: int, values: dict[str, float]) -> None:
+        self.run.log({"step": int(step), **values})
+
+    def close(self) -> None:
+        self.run.finish()
+
+
 class RunLogger:
-    """Writes each event to ``metrics.jsonl`` and TensorBoard, and drives the progress bar."""
+    """Writes each event to ``metrics.jsonl`` and TensorBoard (and W&B where asked), and drives the
+    progress bar."""
 
     def __init__(self, run_dir: Path, total_frames: int, start_frame: int = 0, progress: bool = True,
-                 tensorboard: bool = True, rows: int | None = None, elapsed_s: float = 0.0):
+                 tensorboard: bool = True, rows: int | None = None, elapsed_s: float = 0.0,
+                 wandb: Any = None, wandb_id: str | None = None, config: Any = None):
         """``start_frame``, ``rows``, ``elapsed_s``: where a resumed run's checkpoint left off (its
-        frames, the events ``metrics.jsonl`` had then, the run's wall-clock seconds then)."""
+        frames, the events ``metrics.jsonl`` had then, the run's wall-clock seconds then).
+        ``wandb``: the run's ``LoggerConfig`` (W&B mirroring when its ``wandb`` is true);
+        ``wandb_id``: the W&B run a resumed checkpoint names; ``config``: uploaded to a new W&B run."""
         self.run_dir = run_dir
         self.metrics_path = run_dir / METRICS_FILE
         self.notes: list[str] = []
@@ -162,14 +245,34 @@ class RunLogger:
         self.progress = progress
         self._start_frame, self._start_time = start_frame, time.perf_counter()
         self._elapsed_before = elapsed_s
+        self._wandb: WandbMirror | None = None
+        if wandb is not None and wandb.wandb:
+            self._start_wandb(wandb, wandb_id, config)
+
+    def _start_wandb(self, settings: Any, run_id: str | None, config: Any) -> None:
+        """Open the W&B run; a failure (not logged in, no network in online mode) closes the
+        files and ends the process with one line and the fixes."""
+        try:
+            self._wandb = WandbMirror(self.run_dir, settings, run_id, config)
+        except Exception as exc:  # noqa: BLE001 - wandb's errors (auth, network, usage): one line
+            self.close()
+            from marlopt.cli import fail
+
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            fail(f"W&B could not start ({type(exc).__name__}: {first}); run `wandb login`, or set "
+                 "logger.wandb_mode=offline (upload later with wandb sync), or logger.wandb=false")
 
     def elapsed(self) -> float:
         """Wall-clock seconds of the run: this session's plus those of the sessions before it."""
         return self._elapsed_before + time.perf_counter() - self._start_time
 
-    def state(self) -> dict[str, float]:
-        """What a checkpoint records so that a resume can cut the logs back to this moment."""
-        return {"metrics_rows": self.rows, "elapsed_s": self.elapsed()}
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint records so that a resume can cut the logs back to this moment (and,
+        with W&B on, continue the same W&B run: ``wandb_id``)."""
+        out: dict[str, Any] = {"metrics_rows": self.rows, "elapsed_s": self.elapsed()}
+        if self._wandb is not None:
+            out["wandb_id"] = self._wandb.run_id
+        return out
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         values = {k: float(v) for k, v in metrics.items() if v is not None}
@@ -179,6 +282,8 @@ class RunLogger:
         if self._writer is not None:
             for k, v in values.items():
                 self._writer.add_scalar(k, v, int(step))
+        if self._wandb is not None:
+            self._wandb.log(step, values)
         self._show(step, {k: v for k, v in values.items() if math.isfinite(v)})
 
     def _show(self, step: int, metrics: dict[str, float]) -> None:
@@ -213,3 +318,6 @@ class RunLogger:
             self._writer = None
         if not self._file.closed:
             self._file.close()
+        if self._wandb is not None:
+            self._wandb.close()
+            self._wandb = None

@@ -6,6 +6,7 @@ job 7 fails before job 0 trains. Each job is checked for:
 
 - its config (types, ranges, unknown keys: :func:`marlopt.config.to_objects`);
 - its update rule (:func:`marlopt.algos.registry.check_algo`) and device (CUDA present, index valid);
+- ``logger.wandb=true``: the wandb package installed (:func:`marlopt.logger.check_wandb`);
 - its env: simulator installed (:func:`marlopt.envs.registry.check_env`), the vector mode offered,
   and the env actually built once with the run's options and closed (``env.continuous`` on a map
   without Box actions, ``env.options.n_agents=0``, an unknown option: the maker's own message);
@@ -72,6 +73,10 @@ def check_job(cfg: TrainConfig, built: set[Any] | None = None) -> None:
 
     check_algo(cfg.algo)
     check_device(cfg.device)
+    if cfg.logger.wandb:
+        from marlopt.logger import check_wandb
+
+        check_wandb(cfg.logger)
     check_env_builds(cfg, built)
 
 

@@ -16,16 +16,19 @@ the metrics left consistent. Exit status (docs/reliability.md):
 2     refused before training: bad input, missing simulator, run directory in use or taken
 3     diverged: ``nonfinite_patience`` consecutive optimiser steps had a non-finite loss or
       gradient; nothing was saved after the divergence
-128+N stopped by signal N (130 SIGINT, 143 SIGTERM) after writing ``checkpoints/latest.pt``:
-      resume it (a SLURM requeue can test for 143)
+128+N stopped by signal N (130 SIGINT, 143 SIGTERM; 140 submitit's SIGUSR2, after which submitit
+      requeues the job: docs/sweeps.md) after writing ``checkpoints/latest.pt``: resume it (a SLURM
+      requeue can test for 143)
 ====  =====================================================================================
 """
 
 from __future__ import annotations
 
 import errno
+import os
 import signal
 import sys
+import tempfile
 from pathlib import Path
 
 import hydra
@@ -50,6 +53,9 @@ MULTIRUN_FLAGS = {"-m", "--multirun"}
 HELP_FLAGS = {"-h", "--help"}
 
 _DIVERGED: list[Path] = []  # sweep jobs that diverged (the sweep goes on; the status says so at the end)
+#: The file where sweep jobs running in other processes (the joblib and submitit launchers) add the
+#: run directory of a job that diverged, for the sweep's final status; set by ``main`` for ``-m``.
+DIVERGED_FILE_ENV = "MARLOPT_SWEEP_DIVERGED"
 
 
 def _note(text: str) -> None:
@@ -124,7 +130,8 @@ def run_training(cfg: TrainConfig, run_dir: Path, resume: bool = False, checkpoi
         runner = runner_class(cfg.algo.family)(cfg, run_dir, payload)
         log_state = (payload or {}).get("log", {})
         logger = RunLogger(run_dir, runner.total_frames, start_frame=runner.frames, progress=cfg.progress,
-                           rows=log_state.get("metrics_rows"), elapsed_s=log_state.get("elapsed_s", 0.0))
+                           rows=log_state.get("metrics_rows"), elapsed_s=log_state.get("elapsed_s", 0.0),
+                           wandb=cfg.logger, wandb_id=log_state.get("wandb_id"), config=cfg)
         for note in logger.notes:
             _note(note)
         try:
@@ -136,7 +143,7 @@ def run_training(cfg: TrainConfig, run_dir: Path, resume: bool = False, checkpoi
         if not in_sweep:
             fail(str(exc), EXIT_DIVERGED)
         _note(f"error: {exc} (run directory: {run_dir})")
-        _DIVERGED.append(run_dir)
+        _record_diverged(run_dir)
         return "diverged"
     except (OSError, RuntimeError) as exc:
         line = _write_failure(exc)
@@ -162,6 +169,29 @@ def run_training(cfg: TrainConfig, run_dir: Path, resume: bool = False, checkpoi
     return reason
 
 
+def _record_diverged(run_dir: Path) -> None:
+    """Note a diverged sweep job for the sweep's exit status: in this process, and in the sweep's
+    file when the job runs in a launcher's worker process (best effort: the job's own line and
+    ``metrics.jsonl`` say it too)."""
+    _DIVERGED.append(run_dir)
+    path = os.environ.get(DIVERGED_FILE_ENV)
+    if path:
+        try:
+            with open(path, "a", encoding="utf-8") as f:
+                f.write(f"{run_dir}\n")
+        except OSError:
+            pass
+
+
+def _diverged_jobs() -> list[str]:
+    """The diverged jobs of this sweep, in this process and in the launcher's workers (once each)."""
+    found = [str(p) for p in _DIVERGED]
+    path = os.environ.get(DIVERGED_FILE_ENV)
+    if path and os.path.exists(path):
+        found += Path(path).read_text(encoding="utf-8").splitlines()
+    return list(dict.fromkeys(found))
+
+
 def exit_status(reason: str) -> int:
     """The process's exit status for why training stopped (the table in the module docstring)."""
     if reason.startswith("stopped by "):
@@ -170,14 +200,34 @@ def exit_status(reason: str) -> int:
 
 
 def _hydra_task(cfg: DictConfig) -> None:
+    """One job of ``python -m marlopt.train`` (a run, or a job of a ``-m`` sweep), in the process of
+    its launcher (docs/sweeps.md): jobs running side by side share the cores (``marlopt.sweep.share_cores``);
+    a submitit job whose directory already holds its run (requeued after preemption) resumes it,
+    and one stopped by submitit's preemption signal hands over to submitit's requeue."""
+    from marlopt import sweep as sweep_support
+
     try:
         typed = to_objects(cfg)
     except ConfigError as exc:
         fail(str(exc))
-    sweep = HydraConfig.get().mode == RunMode.MULTIRUN
-    reason = run_training(typed, Path(HydraConfig.get().runtime.output_dir), in_sweep=sweep)
+    hydra_cfg = HydraConfig.get()
+    in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    resume = False
+    if sweep_support.under_submitit():
+        try:
+            resume = sweep_support.requeued_run(run_dir, cfg) == "resume"
+            if resume:  # the run's config (the job's), with the changes earlier resumes kept
+                typed = sweep_support.with_kept_changes(cfg, run_dir)
+        except ConfigError as exc:
+            fail(str(exc))
+    sweep_support.fix_start_method()
+    typed, shared = sweep_support.share_cores(typed, hydra_cfg.launcher)
+    if shared:
+        _note(shared)
+    reason = run_training(typed, run_dir, resume=resume, in_sweep=in_sweep)
     if reason.startswith("stopped by "):  # a signal stops the whole sweep, not just this job
-        sys.exit(exit_status(reason))
+        sys.exit(sweep_support.hand_over(reason, run_dir))
 
 
 def _resume(argv: list[str]) -> None:
@@ -214,6 +264,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     from marlopt.checkpoint import CheckpointError
     from marlopt.preflight import check_command
+    from marlopt.sweep import check_launcher
 
     multirun = bool(MULTIRUN_FLAGS & set(argv))
     try:
@@ -231,6 +282,7 @@ def main(argv: list[str] | None = None) -> None:
             argv = [a for a in argv if not a.lstrip("+~").startswith("resume=")]
         if "checkpoint" in given:
             raise ConfigError("checkpoint= goes with resume=<run_dir> (which checkpoint to continue from)")
+        check_launcher(argv)
         check_choices(argv)
         check_command(job_overrides(argv), hydra_overrides(argv), multirun, compose)
     except (ConfigError, CheckpointError, ImportError) as exc:
@@ -244,9 +296,20 @@ def main(argv: list[str] | None = None) -> None:
         fail("; ".join(lines[:2]))
     register_configs()
     sys.argv = [sys.argv[0], *argv]
-    hydra.main(config_path=str(CONFIG_DIR), config_name="config", version_base="1.3")(_hydra_task)()
-    if _DIVERGED:
-        fail(f"{len(_DIVERGED)} sweep job(s) diverged: {', '.join(map(str, _DIVERGED))}", EXIT_DIVERGED)
+    report = None
+    if multirun:  # jobs in other processes report a divergence here
+        fd, report = tempfile.mkstemp(prefix="marlopt-sweep-", suffix=".diverged")
+        os.close(fd)
+        os.environ[DIVERGED_FILE_ENV] = report
+    try:
+        hydra.main(config_path=str(CONFIG_DIR), config_name="config", version_base="1.3")(_hydra_task)()
+        diverged = _diverged_jobs()
+    finally:
+        if report is not None:
+            os.environ.pop(DIVERGED_FILE_ENV, None)
+            Path(report).unlink(missing_ok=True)
+    if diverged:
+        fail(f"{len(diverged)} sweep job(s) diverged: {', '.join(diverged)}", EXIT_DIVERGED)
 
 
 if __name__ == "__main__":

@@ -4,75 +4,58 @@
         --frames 100000 -- env=mpe map=simple_spread
     python scripts/compare.py --name spread --report     # aggregate + plots from existing runs
 
-Each run goes to ``runs/compare/<name>/<algo>/seed<k>`` (skipped when already finished). The
-report gives, per algorithm, the final greedy evaluation return (mean over seeds ± a Student-t 95%
-interval — with 3 seeds the t quantile is 4.30, not 1.96) and the mean training return over the
-last 20% of frames (and the guider's greedy return for MAGPO/CTDS), writes ``docs/<name>.json``
-and plots ``docs/<name>_return.png`` (``--curve``: the metric of the curves, e.g. ``eval/return_mean``
-for greedy evaluation curves; ``--random-episodes``: a uniformly random policy's return as the
-floor) and, for the ratio diagnostics, ``docs/<name>_ratios.png``.
+Each run goes to ``<out>/<algo>/seed<k>`` (``--out``, default ``runs/compare/<name>/``; a run
+whose directory exists is skipped: finished, or being run by another invocation). The report is
+``python -m marlopt.plot <out> --out <out>/report`` (docs/results.md): per algorithm the final
+``--metric`` (default ``eval/return_mean``, the greedy evaluation after training) as mean over seeds
+± the Student-t 95% half-width (with 3 seeds the t quantile is 4.30, not 1.96), learning curves of
+``--curve`` against frames and wall-clock time, rliable's aggregates, ``summary.json`` and a
+marl-eval export. ``--random-episodes N`` also measures a uniformly random policy over N episodes:
+it is drawn on the curves, kept in ``summary.json`` as ``random_policy`` and used as the floor
+(``min``) of the score normalisation when the metric is a return.
+
+The plotting extras are checked before anything trains (``pip install -e ".[plot]"``).
+Reports written by older versions (``docs/<name>.json`` and PNGs) are left as they are.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from marlopt.logger import read_metrics as marlopt_metrics
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from marlopt import plot  # noqa: E402
+from marlopt.cli import fail  # noqa: E402
+from marlopt.results import ResultsError, t95  # noqa: E402
 
 
-def run_dir(name: str, algo: str, seed: int) -> Path:
-    return REPO / "runs" / "compare" / name / algo / f"seed{seed}"
+def run_dir(out: Path, algo: str, seed: int) -> Path:
+    return out / algo / f"seed{seed}"
 
 
-def read(path: Path) -> list[dict]:
-    return marlopt_metrics(path)
-
-
-def finished(path: Path) -> bool:
-    return (path / "metrics.jsonl").is_file() and any("eval/return_mean" in r for r in read(path)[-1:])
-
-
-def launch(name: str, algo: str, seed: int, frames: int, overrides: list[str]) -> float:
-    out = run_dir(name, algo, seed)
-    if out.exists():  # finished, or being run by another invocation (parallel sweeps never collide)
+def launch(out: Path, algo: str, seed: int, frames: int, overrides: list[str]) -> float:
+    """Train one (algorithm, seed) through ``python -m marlopt.train``; seconds taken (0 if skipped)."""
+    path = run_dir(out, algo, seed)
+    if path.exists():  # finished, or being run by another invocation (parallel sweeps never collide)
         return 0.0
     cmd = [sys.executable, "-m", "marlopt.train", f"algo={algo}", f"seed={seed}", f"total_steps={frames}",
-           "progress=false", "eval_episodes=32", f"hydra.run.dir={out}", *overrides]
+           "progress=false", "eval_episodes=32", f"hydra.run.dir={path}", *overrides]
     t0 = time.perf_counter()
     subprocess.run(cmd, cwd=REPO, check=True)
     return time.perf_counter() - t0
 
 
-def t_interval(values: list[float]) -> tuple[float, float]:
-    """Mean and half-width of the Student-t 95% interval over seeds."""
-    from scipy import stats
-
-    x = np.asarray(values, dtype=float)
-    if len(x) < 2:
-        return float(x.mean()), float("nan")
-    return float(x.mean()), float(stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x)))
-
-
-def curve(rows: list[dict], key: str, grid: np.ndarray) -> np.ndarray:
-    pts = [(r["step"], r[key]) for r in rows if key in r]
-    if not pts:
-        return np.full_like(grid, np.nan, dtype=float)
-    steps, vals = map(np.asarray, zip(*pts))
-    return np.interp(grid, steps, vals)
-
-
 def random_policy_return(overrides: list[str], episodes: int, seed: int = 0) -> dict:
     """Mean ± t95 team return of the uniformly random policy (over available actions) on the env
-    that ``overrides`` select: the floor every learning curve is read against."""
-    sys.path.insert(0, str(REPO))
+    that ``overrides`` select, and that env's task (``<env>/<map>``): the floor every learning
+    curve is read against."""
     from marlopt.cli import compose
     from marlopt.config import to_objects
     from marlopt.envs import env_fn
@@ -96,108 +79,63 @@ def random_policy_return(overrides: list[str], episodes: int, seed: int = 0) -> 
             returns.append(total)
     finally:
         env.close()
-    mean, half = t_interval(returns)
-    return {"episodes": episodes, "return_mean": mean, "return_ci95": half}
+    mean, half = t95(returns)
+    return {"task": f"{cfg.env.name}/{cfg.env.map_name}", "episodes": episodes, "return_mean": float(mean),
+            "return_ci95": float(half)}
 
 
-def report(name: str, algos: list[str], seeds: list[int], title: str, curve_key: str = "train/return_mean",
-           random: dict | None = None) -> dict:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    summary: dict[str, dict] = {}
-    runs = {a: {s: read(run_dir(name, a, s)) for s in seeds if finished(run_dir(name, a, s))} for a in algos}
-    frames = max(r[-1]["step"] for per in runs.values() for r in per.values())
-    grid = np.linspace(frames / 50, frames, 50)
-    fig, ax = plt.subplots(figsize=(6, 4))
-    has_ratios = any("ratio/max" in row for per in runs.values() for r in per.values() for row in r)
-    fig_r, axes_r = plt.subplots(1, 2, figsize=(10, 4)) if has_ratios else (None, None)
-    for algo, per_seed in runs.items():
-        if not per_seed:
-            continue
-        finals = [r[-1]["eval/return_mean"] for r in per_seed.values()]
-        late = [np.mean([row["train/return_mean"] for row in r if "train/return_mean" in row
-                         and row["step"] >= 0.8 * frames]) for r in per_seed.values()]
-        mean, half = t_interval(finals)
-        late_mean, late_half = t_interval(late)
-        wins = [r[-1].get("eval/win_rate") for r in per_seed.values()]
-        summary[algo] = {"seeds": len(finals), "eval_return_mean": mean, "eval_return_ci95": half,
-                         "eval_win_rate": None if None in wins else float(np.mean(wins)),
-                         "eval_returns": finals, "train_return_last20pct": late_mean, "train_return_ci95": late_half}
-        guider = [r[-1].get("eval/guider_return_mean") for r in per_seed.values()]
-        if None not in guider:  # MAGPO/CTDS: the centralised guider, evaluated beside the learner
-            g_mean, g_half = t_interval(guider)
-            summary[algo].update({"guider_eval_return_mean": g_mean, "guider_eval_return_ci95": g_half})
-        curves = np.stack([curve(r, curve_key, grid) for r in per_seed.values()])
-        m = curves.mean(0)
-        line, = ax.plot(grid, m, label=f"{algo} (n={len(finals)})")
-        if curve_key == "eval/return_mean" and None not in guider:  # the guider's greedy curve, dashed
-            g = np.stack([curve(r, "eval/guider_return_mean", grid) for r in per_seed.values()]).mean(0)
-            ax.plot(grid, g, linestyle="--", color=line.get_color(), label=f"{algo} guider")
-        if len(finals) > 1:
-            _, h = zip(*[t_interval(list(c)) for c in curves.T])
-            ax.fill_between(grid, m - np.asarray(h), m + np.asarray(h), alpha=0.2)
-        if has_ratios:
-            for k, key in enumerate(("ratio/max", "ratio/min")):
-                rc = np.stack([curve(r, key, grid) for r in per_seed.values()])
-                if np.isnan(rc).all():  # a rule without ratio diagnostics (HAPPO, MAGPO)
-                    continue
-                axes_r[k].plot(grid, rc.mean(0), label=algo)
-                summary[algo][key.replace("/", "_") + "_extreme"] = float(rc.max() if k == 0 else rc.min())
-    if random is not None:
-        ax.axhline(random["return_mean"], color="grey", linestyle=":", label="uniform random policy")
-    ax.set_xlabel("env frames")
-    ax.set_ylabel({"train/return_mean": "training return (team)",
-                   "eval/return_mean": "greedy evaluation return (team)"}.get(curve_key, curve_key))
-    ax.set_title(title)
-    ax.legend()
-    fig.tight_layout()
-    docs = REPO / "docs"
-    fig.savefig(docs / f"{name}_return.png", dpi=110)
-    if has_ratios:
-        for k, label in enumerate(("max per-sample ratio per update", "min per-sample ratio per update")):
-            axes_r[k].set_title(label)
-            axes_r[k].set_xlabel("env frames")
-            axes_r[k].legend()
-        axes_r[1].set_yscale("log")
-        fig_r.tight_layout()
-        fig_r.savefig(docs / f"{name}_ratios.png", dpi=110)
-    out = {"frames": frames, "title": title, "curve": curve_key, "results": summary}
-    if random is not None:
-        out["random_policy"] = random
-    (docs / f"{name}.json").write_text(json.dumps(out, indent=2) + "\n")
-    return summary
+def report(out: Path, metric: str = "eval/return_mean", curve: str | None = None, title: str = "",
+           random: dict | None = None, reps: int = 5000) -> dict:
+    """``marlopt.plot``'s report of the runs under ``out``, into ``out/report``; the random
+    policy's return (if measured) is the normalisation floor of a return metric."""
+    reference = {random["task"]: {"min": random["return_mean"]}} if random and "return" in metric else None
+    extra = {"random_policy": random} if random else None
+    hlines = ({random["task"]: {"uniform random policy": random["return_mean"]}}
+              if random and "return" in (curve or metric) else None)
+    return plot.report([out], out / "report", metric=metric, curve_metric=curve, reference=reference,
+                       title=title, reps=reps, extra=extra, hlines=hlines)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--name", required=True)
+    p.add_argument("--out", type=Path, default=None, help="directory of the runs and report (default runs/compare/<name>)")
     p.add_argument("--algos", nargs="+", default=["mappo"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--frames", type=int, default=100_000)
     p.add_argument("--title", default="")
     p.add_argument("--report", action="store_true", help="only aggregate and plot existing runs")
+    p.add_argument("--metric", default="eval/return_mean", help="metric tabulated and aggregated (its final value)")
     p.add_argument("--curve", default="train/return_mean",
                    help="metric of the learning curves (eval/return_mean: the greedy deployed policy; "
                         "needs eval_interval=... among the overrides)")
     p.add_argument("--random-episodes", type=int, default=0,
                    help="also measure a uniformly random policy over this many episodes")
+    p.add_argument("--reps", type=int, default=5000, help="bootstrap replications of the aggregate")
     p.add_argument("overrides", nargs="*", help="config overrides after --, e.g. env=mpe map=simple_spread")
-    args = p.parse_args()
+    args = p.parse_args(argv)
+    out = (args.out or REPO / "runs" / "compare" / args.name).resolve()
+    if out.is_relative_to(REPO / "docs"):
+        fail(f"--out {out} is inside docs/; write runs and reports elsewhere (default runs/compare/{args.name})")
+    try:
+        plot.require_extras()  # before any training
+    except ResultsError as err:
+        fail(str(err))
     if not args.report:
         for seed in args.seeds:
             for algo in args.algos:
-                secs = launch(args.name, algo, seed, args.frames, args.overrides)
+                secs = launch(out, algo, seed, args.frames, args.overrides)
                 print(f"{algo} seed {seed}: {secs:.0f} s", flush=True)
     random = random_policy_return(args.overrides, args.random_episodes) if args.random_episodes else None
-    summary = report(args.name, args.algos, args.seeds, args.title or args.name, args.curve, random)
-    print("| algo | seeds | greedy eval return (mean ± t95) | train return, last 20% |")
-    print("|---|---|---|---|")
-    for algo, s in summary.items():
-        print(f"| {algo} | {s['seeds']} | {s['eval_return_mean']:.2f} ± {s['eval_return_ci95']:.2f} | "
-              f"{s['train_return_last20pct']:.2f} ± {s['train_return_ci95']:.2f} |")
+    try:
+        summary = report(out, args.metric, args.curve, args.title or args.name, random, args.reps)
+    except ResultsError as err:
+        fail(str(err))
+    plot.print_summary(summary)
+    if random:
+        print(f"\nuniform random policy: {random['return_mean']:.4g} ± {random['return_ci95']:.3g} "
+              f"({random['episodes']} episodes)")
+    print(f"\nreport: {out / 'report'}")
 
 
 if __name__ == "__main__":

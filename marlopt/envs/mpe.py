@@ -230,6 +230,14 @@ class MPEEnv(MultiAgentEnv):
         info = {"active": self._active}
         return StepResult(obs, state, self._avail, reward, terminated, truncated, info)
 
+    def render(self) -> np.ndarray:
+        """The current world as an RGB frame ``[700, 700, 3]`` (uint8), drawn by mpe2's own
+        ``rgb_array`` renderer (``python -m marlopt.evaluate render=true``; marlopt/render.py).
+        Drawing reads the world only: the episode, its RNG and the outputs are unchanged."""
+        raw = self._raw
+        raw.render_mode = "rgb_array"
+        return raw.render()
+
     def close(self) -> None:
         raw = getattr(self, "_raw", None)
         if raw is not None:

@@ -52,15 +52,20 @@ def fresh_tensor(x: np.ndarray) -> Tensor:
 
 
 class StopFlag:
-    """SIGINT/SIGTERM set a flag; the runner saves a checkpoint at the end of the iteration."""
+    """SIGINT/SIGTERM set a flag; the runner saves a checkpoint at the end of the iteration. In a
+    job that submitit started, its preemption/timeout signal (``SIGUSR2``) too: then
+    ``marlopt.sweep.hand_over`` gives it to submitit (requeue) once the checkpoint is written."""
 
     def __init__(self) -> None:
+        from marlopt.sweep import preemption_signals
+
         self.requested = False
         self.signal_name = ""
+        self._signals = (signal.SIGINT, signal.SIGTERM, *preemption_signals())
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> "StopFlag":
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in self._signals:
             try:
                 self._previous[sig] = signal.signal(sig, self._handle)
             except ValueError:  # not the main thread: leave signals alone
@@ -70,7 +75,8 @@ class StopFlag:
     def _handle(self, signum: int, frame: Any) -> None:
         if self.requested and signum == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl-C stops at once
-        self.requested, self.signal_name = True, signal.Signals(signum).name
+        if not self.requested:  # the first signal names the stop (a SIGTERM after SIGUSR2 keeps the requeue)
+            self.requested, self.signal_name = True, signal.Signals(signum).name
 
     def __exit__(self, *exc: Any) -> None:
         for sig, handler in self._previous.items():

@@ -58,6 +58,31 @@ class SMAXEnv(MultiAgentEnv):
         return StepResult(np.asarray(obs), np.asarray(state), np.asarray(avail), float(reward),
                           terminated, truncated, info)  # fmt: skip
 
+    def render_units(self) -> dict[str, Any]:
+        """The battle as a renderer reads it (marlopt/render.py), numpy, allies first then enemies:
+        ``positions[U, 2]`` (map units), ``alive[U]``, ``health[U]`` (fraction of the unit type's
+        maximum), ``radius[U]``, ``shorthand`` (each unit's type letter), ``target[U]`` (the unit
+        each one attacked in its last step, -1: none), ``n_allies``, ``width``, ``height``, ``step``."""
+        if self._state is None:
+            raise RuntimeError("SMAXEnv.render_units called before reset()")
+        env, st = self._core.env, self._state.state
+        types = np.asarray(st.unit_types)
+        attack = np.asarray(st.prev_attack_actions).astype(np.int64) - int(env.num_movement_actions)
+        n = int(env.num_allies)
+        index = np.arange(len(types))
+        # JaxMARL's visualiser's mapping: ally attack j hits enemy j, enemy attack j hits ally n-1-j
+        target = np.where(index < n, attack + n, n - 1 - attack)
+        return {
+            "positions": np.asarray(st.unit_positions, dtype=np.float64),
+            "alive": np.asarray(st.unit_alive, dtype=bool),
+            "health": np.asarray(st.unit_health) / np.asarray(env.unit_type_health)[types],
+            "radius": np.asarray(env.unit_type_radiuses)[types],
+            "shorthand": [env.unit_type_shorthands[t] for t in types.tolist()],
+            "target": np.where(attack >= 0, target, -1),
+            "n_allies": n, "width": float(env.map_width), "height": float(env.map_height),
+            "step": int(st.step),
+        }
+
     # ------------------------------------------------------------------ exact resume
     def __getstate__(self) -> dict[str, Any]:
         leaves = None if self._state is None else self._core.leaves(self._state)
