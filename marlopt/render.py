@@ -52,8 +52,8 @@ def check_render_packages(fmt: str) -> None:
     if missing:
         raise ImportError(f"render=true needs {' and '.join(missing)}; install them with: {INSTALL}")
     if fmt == "mp4" and importlib.util.find_spec("imageio_ffmpeg") is None:
-        raise ImportError("render_format=mp4 needs imageio-ffmpeg (pip install imageio-ffmpeg); "
-                          "or use render_format=gif")
+        raise ImportError(f"render_format=mp4 needs imageio-ffmpeg; install it with: {INSTALL} "
+                          "(or use render_format=gif)")
 
 
 def check_renderable(env_name: str) -> None:

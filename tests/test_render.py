@@ -71,6 +71,23 @@ def test_cli_renders_one_episode_by_default(mpe_run, capsys):
     assert len(_frames(gif)) == MPE_LENGTH + 1
 
 
+def test_mp4_has_the_same_frames_as_the_gif(mpe_run):
+    pytest.importorskip("imageio_ffmpeg")
+    import imageio
+
+    evaluate.evaluate_run(mpe_run, episodes=1, render_episodes=1, render_format="mp4")
+    mp4 = mpe_run / "eval" / "latest.mp4"
+    reader = imageio.get_reader(mp4)
+    try:
+        frames = [np.asarray(frame) for frame in reader]
+        fps = reader.get_meta_data()["fps"]
+    finally:
+        reader.close()
+    assert len(frames) == MPE_LENGTH + 1 and fps == 10
+    assert frames[0].shape[:2] == (700 + 24, 700)  # not resized to the codec's 16-pixel blocks
+    assert json.loads((mpe_run / "eval" / "latest.json").read_text())["video"] == str(mp4)
+
+
 def _error_line(capsys, argv: list[str]) -> str:
     with pytest.raises(SystemExit) as exc:
         evaluate.main(argv)
