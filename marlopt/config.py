@@ -367,8 +367,12 @@ class EnvConfig:
     map_envs: list[str] = MISSING  # the envs the selected map exists in (set by configs/map/*.yaml)
     continuous: bool = False  # Box actions with a diagonal Gaussian policy (where supported)
     state_type: Optional[str] = None  # critic state where the env offers a choice: EP | FP (SMAC)
+    # simulator where the env offers a choice: mpe2 | jax (MPE: JaxMARL's MPE, all envs in one
+    # vmapped call; needs the smax extra). jax implies env.vector=batched: auto and hybrid become
+    # batched, inproc and subproc are refused. null = the env's only (or default) simulator.
+    backend: Optional[str] = None
     # inproc | subproc | hybrid (workers + this process steps a share) | auto (subproc when it helps)
-    # | batched (one vmapped env: SMAX)
+    # | batched (one vmapped call for all envs: SMAX, and MPE with env.backend=jax)
     vector: str = "auto"
     n_workers: int = 0  # subproc workers; 0 = min(n_envs, CPU cores) (hybrid: CPU cores - 1)
     step_timeout: Optional[float] = None  # seconds before a silent worker is restarted
@@ -377,6 +381,8 @@ class EnvConfig:
     def maker_options(self) -> dict[str, Any]:
         """Keyword arguments for the env maker (``marlopt.envs.registry.make_env``)."""
         extra = {} if self.state_type is None else {"state_type": self.state_type}
+        if self.backend is not None:
+            extra["backend"] = self.backend
         return {"continuous": self.continuous, **extra, **self.options}
 
     def __post_init__(self) -> None:
@@ -387,6 +393,18 @@ class EnvConfig:
             f"use env={self.map_envs[0]} map={self.map_name}",
         )
         _one_of(self.vector, ("auto", "inproc", "subproc", "hybrid", "batched"), "env.vector")
+        if self.backend is not None:
+            _one_of(self.backend, ("mpe2", "jax"), "env.backend")
+            _require(self.name == "mpe", "env.backend", f"only env=mpe offers a choice of simulator, "
+                     f"not env={self.name}; drop env.backend")
+        if self.backend == "jax" and self.vector in ("auto", "hybrid"):
+            self.vector = "batched"  # the JAX backend's point: every env in one call
+        _require(self.backend != "jax" or self.vector == "batched", "env.vector",
+                 f"env.backend=jax steps all envs in one batched call, not {self.vector}; "
+                 "use env.vector=batched (or auto), or env.backend=mpe2")
+        _require(not (self.name == "mpe" and self.vector == "batched" and self.backend != "jax"),
+                 "env.vector", "env=mpe runs batched only on JaxMARL's MPE; add env.backend=jax "
+                 "(or use env.vector=hybrid with mpe2)")
         _nonnegative(self.n_workers, "env.n_workers")
         if self.step_timeout is not None:
             _positive(self.step_timeout, "env.step_timeout")
@@ -435,7 +453,7 @@ class TrainConfig:
     resume: Optional[str] = None  # run directory to continue
     max_iterations: Optional[int] = None  # stop (with a checkpoint) after this many in this call
     progress: bool = True  # rich progress bar (plain log lines when not a terminal)
-    speed_kit: bool = True  # marlopt.optim's speed tricks (fused Adam, lean grad clip, fast tanh); false = plain torch
+    speed_kit: bool = True  # marlopt.optim's speed tricks (fused Adam, lean grad clip, fast tanh, fused GRU sequence); false = plain torch
     nonfinite_patience: int = 10  # consecutive optimiser steps with a non-finite loss or gradient (each skipped) before the run stops
     logger: LoggerConfig = field(default_factory=LoggerConfig)  # W&B mirroring of the metrics (off by default)
 

@@ -40,8 +40,10 @@ __all__ = [
 #
 # One module-level flag. Off, the factories and functions below are plain torch:
 # ``adam`` -> ``torch.optim.Adam(params, lr=, eps=)``, ``clip_grad_norm`` ->
-# ``torch.nn.utils.clip_grad_norm_``, ``tanh_`` -> ``torch.tanh`` (out of place). ``adam`` reads the
-# flag when it builds an optimiser; ``clip_grad_norm`` and ``tanh_`` at every call. Set it once, at
+# ``torch.nn.utils.clip_grad_norm_``, ``tanh_`` -> ``torch.tanh`` (out of place), and
+# ``GroupedGRUCell.forward`` over a sequence -> its cell loop (on, one fused autograd node:
+# ``marlopt.models.fast_gru``, tested in tests/models/test_gru_fast.py). ``adam`` reads the flag when
+# it builds an optimiser; ``clip_grad_norm``, ``tanh_`` and the GRU at every call. Set it once, at
 # start, before the networks and optimisers are built.
 
 _SPEED_KIT = True

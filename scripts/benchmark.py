@@ -41,6 +41,7 @@ minibatch steps per 6000 frames make it slow)::
     python scripts/benchmark.py --frames 300000 --repeats 3 --out docs/bench/speed_mpe.json
     python scripts/benchmark.py --frames 4000 --repeats 1 --out /tmp/bench.json   # smoke test
     python scripts/benchmark.py --which marlopt,harl-settings --print-commands     # show, run nothing
+    python scripts/benchmark.py --vs jaxmarl --jaxmarl-dir <checkout> --task mpe   # scripts/bench_jaxmarl.py
 """
 
 from __future__ import annotations
@@ -606,6 +607,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if "--vs" in (argv := sys.argv[1:] if argv is None else argv):  # an anchor with its own harness
+        from bench_jaxmarl import main_vs
+        return main_vs(argv)
     args = parse_args(argv)
     if args._profile_child is not None:
         profile_child(json.loads(args._profile_child), args.profile_iterations, args._profile_out, args.cprofile)

@@ -16,7 +16,7 @@ from typing import Any
 from marlopt.envs.base import MultiAgentEnv, VectorEnv
 
 ENV_MAKERS: dict[str, str] = {
-    "mpe": "marlopt.envs.mpe:make",
+    "mpe": "marlopt.envs.mpe_jax:make",  # env.backend: mpe2 (marlopt.envs.mpe) | jax
     "games": "marlopt.envs.games:make",
     "smac": "marlopt.envs.smac:make",
     "smacv2": "marlopt.envs.smacv2:make",
@@ -42,7 +42,10 @@ def _resolve(env_name: str) -> Callable[..., MultiAgentEnv]:
 
 
 #: Envs that also offer a natively batched vector env (``make_vector(map_name, n_envs, **options)``).
-VECTOR_MAKERS: dict[str, str] = {"smax": "marlopt.envs.smax:make_vector"}
+VECTOR_MAKERS: dict[str, str] = {
+    "smax": "marlopt.envs.smax:make_vector",
+    "mpe": "marlopt.envs.mpe_jax:make_vector",  # env.backend=jax only
+}
 
 
 def make_vector_env(env_name: str, map_name: str, options: Mapping[str, Any] | None, n_envs: int) -> VectorEnv:

@@ -15,7 +15,7 @@ from marlopt.envs.registry import ENV_MAKERS
 
 def test_registry_lists_the_lazy_makers():
     assert ENV_MAKERS == {
-        "mpe": "marlopt.envs.mpe:make",
+        "mpe": "marlopt.envs.mpe_jax:make",  # picks env.backend (mpe2: marlopt.envs.mpe)
         "games": "marlopt.envs.games:make",
         "smac": "marlopt.envs.smac:make",
         "smacv2": "marlopt.envs.smacv2:make",

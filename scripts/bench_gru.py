@@ -1,0 +1,228 @@
+"""GRU over a BPTT chunk, forward + backward: the cell loop vs the speed kit's fused sequence.
+
+    python scripts/bench_gru.py [--repeats 7] [--steps 128] [--threads 0] [--clock wall|cpu] [--all]
+                                [--update] [--out FILE.json]
+
+For each shape (``L`` steps, ``B`` chunks, ``N`` agents, input width, hidden 128, shared weights
+``G = 1`` or one set per agent ``G = N``, episode resets synchronised every 25 steps as in MPE or
+at random per row as in SMAX), each candidate runs forward, a loss and backward to the inputs,
+the initial state and every weight, interleaved round-robin over ``--repeats`` rounds so that
+machine load affects all alike; the median milliseconds and the speed-up over the loop are printed.
+``--clock cpu`` times this process's CPU time instead of wall-clock (steadier on a loaded machine,
+with ``--threads 1``). ``--all`` adds the slower candidates (torch.gru, jit) to the default loop/fused.
+
+``--update`` also times whole MAPPO updates (``rule.update`` on one collected batch) at JaxMARL's
+MPE settings (``UPDATE_OVERRIDES``: GRU 128, BPTT over the whole 128-step rollout, 4 epochs × 4
+minibatches, 16 envs), shared and separate actors, with the fused GRU on and off (every other
+speed-kit trick on in both), interleaved over ``--repeats`` rounds.
+
+Candidates:
+- ``loop``: ``GroupedGRUCell`` with the speed kit off (today's cell loop, autograd per op);
+- ``fused``: ``GroupedGRUCell`` with the speed kit on (:mod:`marlopt.models.fast_gru`);
+- ``torch.gru``: torch's own GRU (``torch.gru``, C++ loop, autograd per op), run over the segments
+  between the steps where any row resets (the reset rows zeroed at each segment's start; exact),
+  one call per weight group;
+- ``jit``: the cell loop under ``torch.jit.script`` (autograd per op, no Python per step).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from marlopt.models.layers import GroupedGRUCell, _stack
+from marlopt.optim import set_speed_kit
+
+SHAPES = [  # (label, B chunks, N agents, input width, groups, resets)
+    ("MPE 16x128 /4 mb, shared", 4, 3, 64, 1, "mpe"),
+    ("MPE 16x128 /4 mb, separate", 4, 3, 64, 3, "mpe"),
+    ("MPE in=128, shared", 4, 3, 128, 1, "mpe"),
+    ("SMAX 128x128 /4 mb, shared", 32, 5, 64, 1, "random"),
+    ("SMAX 128x128 /4 mb, separate", 32, 5, 64, 5, "random"),
+]
+HIDDEN = 128
+UPDATE_OVERRIDES = ["env=mpe", "map=simple_spread", "progress=false", "model.recurrent=true", "model.rnn_hidden=128",
+                    "rollout_length=128", "n_envs=16", "model.data_chunk_length=128", "algo=mappo",
+                    "algo.ppo_epochs=4", "algo.num_minibatches=4", "algo.lr=2e-3"]
+
+
+def make_starts(kind: str, steps: int, batch: int, n: int, gen: torch.Generator) -> Tensor:
+    if kind == "mpe":  # every env resets together every 25 steps (MPE's time limit), not at step 0
+        starts = torch.zeros(steps, batch, 1)
+        starts[25::25] = 1.0
+        return starts
+    return (torch.rand(steps, batch, 1, generator=gen) < 1 / 40).float()  # SMAX: episodes end anywhere
+
+
+def _torch_gru_segments(cell: GroupedGRUCell, x: Tensor, h: Tensor, starts: Tensor) -> tuple[Tensor, Tensor]:
+    """torch.gru over the segments between resets, one call per weight group."""
+    steps, batch, n, _ = x.shape
+    cut = [0, *[t for t in starts.flatten(1).any(1).nonzero().flatten().tolist() if t > 0], steps]
+    groups = cell.groups
+    w_i, b_i = _stack(cell.input_map.weight) if groups > 1 else cell.input_map.weight.unsqueeze(0), \
+        _stack(cell.input_map.bias) if groups > 1 else cell.input_map.bias.unsqueeze(0)
+    w_h, b_h = _stack(cell.hidden_map.weight) if groups > 1 else cell.hidden_map.weight.unsqueeze(0), \
+        _stack(cell.hidden_map.bias) if groups > 1 else cell.hidden_map.bias.unsqueeze(0)
+    keep = (1.0 - starts).expand(steps, batch, n)
+    if groups == 1:
+        xs, hs, ks = [x.reshape(steps, batch * n, -1)], [h.reshape(batch * n, -1)], [keep.reshape(steps, -1)]
+    else:
+        xs = [x[:, :, i] for i in range(n)]
+        hs = [h[:, i] for i in range(n)]
+        ks = [keep[:, :, i] for i in range(n)]
+    outs, lasts = [], []
+    for g in range(groups):
+        hg, pieces = hs[g], []
+        params = [w_i[g], w_h[g], b_i[g], b_h[g]]
+        for a, b in zip(cut[:-1], cut[1:]):
+            hg = hg * ks[g][a].unsqueeze(-1)
+            out, hg = torch.gru(xs[g][a:b], hg.unsqueeze(0), params, True, 1, 0.0, True, False, False)
+            hg = hg[0]
+            pieces.append(out)
+        outs.append(torch.cat(pieces))
+        lasts.append(hg)
+    if groups == 1:
+        return outs[0].view(steps, batch, n, -1), lasts[0].view(batch, n, -1)
+    return torch.stack(outs, 2), torch.stack(lasts, 1)
+
+
+def _jit_loop():
+    @torch.jit.script
+    def scan(gates_x: Tensor, h: Tensor, w: Tensor, b: Tensor, keep: Tensor) -> tuple[Tensor, Tensor]:
+        outs: list[Tensor] = []
+        hidden = h.shape[-1]
+        for t in range(gates_x.shape[0]):
+            h = h * keep[t]
+            g = torch.nn.functional.linear(h, w, b)
+            xr, xz, xn = gates_x[t].split(hidden, -1)
+            gr, gz, gn = g.split(hidden, -1)
+            r, z = torch.sigmoid(xr + gr), torch.sigmoid(xz + gz)
+            nn_ = torch.tanh(xn + r * gn)
+            h = nn_ + z * (h - nn_)
+            outs.append(h)
+        return torch.stack(outs), h
+
+    def run(cell: GroupedGRUCell, x: Tensor, h: Tensor, starts: Tensor) -> tuple[Tensor, Tensor]:
+        steps, batch, n, _ = x.shape
+        gx = cell.input_map.forward(x).reshape(steps, batch * n, -1)
+        keep = (1.0 - starts).expand(steps, batch, n).reshape(steps, batch * n, 1)
+        out, last = scan(gx, h.reshape(batch * n, -1), cell.hidden_map.weight, cell.hidden_map.bias, keep)
+        return out.view(steps, batch, n, -1), last.view(batch, n, -1)
+
+    return run
+
+
+def _cell(kit: bool) -> Callable:
+    def run(cell: GroupedGRUCell, x: Tensor, h: Tensor, starts: Tensor) -> tuple[Tensor, Tensor]:
+        set_speed_kit(kit)
+        try:
+            return cell(x, h, starts)
+        finally:
+            set_speed_kit(True)
+
+    return run
+
+
+CLOCK = time.perf_counter
+
+
+def time_once(run: Callable, cell: GroupedGRUCell, x: Tensor, h: Tensor, starts: Tensor, cot: Tensor) -> float:
+    for p in [x, h, *cell.parameters()]:
+        p.grad = None
+    start = CLOCK()
+    out, last = run(cell, x, h, starts)
+    ((out * cot).sum() + last.sum()).backward()
+    return CLOCK() - start
+
+
+def time_updates(repeats: int) -> list[dict]:
+    """Median seconds per MAPPO update at JaxMARL's MPE settings, fused GRU off / on."""
+    import copy
+    import tempfile
+
+    import marlopt.models.layers as layers
+    from marlopt.cli import compose
+    from marlopt.config import to_objects
+    from marlopt.runners.on_policy import OnPolicyRunner
+
+    rows = []
+    for sharing in ("shared", "separate"):
+        cfg = to_objects(compose([*UPDATE_OVERRIDES, f"model.sharing={sharing}"]))
+        runner = OnPolicyRunner(cfg, Path(tempfile.mkdtemp()))
+        runner.collect()
+        state = copy.deepcopy(runner.rule.state_dict())
+        times: dict[bool, list[float]] = {False: [], True: []}
+        for _ in range(repeats):
+            for fused in (False, True):
+                layers.speed_kit_enabled = (lambda: True) if fused else (lambda: False)  # the GRU's switch only
+                runner.rule.load_state_dict(state)
+                torch.manual_seed(0)
+                start = CLOCK()
+                runner.rule.update(copy.copy(runner.batch))
+                times[fused].append(CLOCK() - start)
+        layers.speed_kit_enabled = lambda: True
+        runner.close()
+        off, on = statistics.median(times[False]), statistics.median(times[True])
+        rows.append({"sharing": sharing, "loop_s": off, "fused_s": on})
+        print(f"MAPPO update, MPE JaxMARL settings, {sharing:8s}: loop {off:.2f} s, fused {on:.2f} s, {off / on:.2f}x")
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--steps", type=int, default=128)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall")
+    parser.add_argument("--all", action="store_true", help="also time torch.gru over segments and the jit loop")
+    parser.add_argument("--update", action="store_true", help="also time whole MAPPO updates (JaxMARL's MPE settings)")
+    parser.add_argument("--out", type=Path, default=None, help="also write the table as JSON")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    global CLOCK
+    CLOCK = time.perf_counter if args.clock == "wall" else time.process_time
+    jit = _jit_loop() if args.all else None
+    gen = torch.Generator().manual_seed(0)
+    rows = []
+    print(f"L={args.steps}, H={HIDDEN}, median of {args.repeats} ({args.clock} ms, forward+backward); "
+          f"torch threads {torch.get_num_threads()}")
+    print(f"{'shape':32s} {'loop':>8s} {'fused':>8s} {'torch.gru':>10s} {'jit':>8s}  fused speed-up")
+    for label, batch, n, width, groups, resets in SHAPES:
+        torch.manual_seed(0)
+        cell = GroupedGRUCell(groups, width, HIDDEN)
+        x = torch.randn(args.steps, batch, n, width, requires_grad=True)
+        h = torch.randn(batch, n, HIDDEN, requires_grad=True)
+        starts = make_starts(resets, args.steps, batch, n, gen)
+        cot = torch.randn(args.steps, batch, n, HIDDEN)
+        candidates = {"loop": _cell(False), "fused": _cell(True)}
+        if args.all:
+            candidates["torch.gru"] = _torch_gru_segments
+            if groups == 1:
+                candidates["jit"] = jit
+        for run in candidates.values():  # warm-up (the jit's profiling runs included)
+            for _ in range(3):
+                time_once(run, cell, x, h, starts, cot)
+        times: dict[str, list[float]] = {name: [] for name in candidates}
+        for _ in range(args.repeats):
+            for name, run in candidates.items():
+                times[name].append(time_once(run, cell, x, h, starts, cot))
+        ms = {name: 1e3 * statistics.median(v) for name, v in times.items()}
+        rows.append({"shape": label, "steps": args.steps, "batch": batch, "agents": n, "in": width,
+                     "groups": groups, "resets": resets, "ms": ms})
+        print(f"{label:32s} {ms['loop']:8.1f} {ms['fused']:8.1f} {ms.get('torch.gru', float('nan')):10.1f} "
+              f"{ms.get('jit', float('nan')):8.1f}  {ms['loop'] / ms['fused']:.2f}x")
+    updates = time_updates(args.repeats) if args.update else []
+    if args.out is not None:
+        args.out.write_text(json.dumps({"sequences": rows, "updates": updates}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
