@@ -33,7 +33,10 @@ import compare_runs  # noqa: E402
 #: 77f0f5c: issue 19's fidelity fixes (HATRPO's kl_measure=harl with HARL's tuned delta, GRASP's
 #: per-agent surrogate and Table 4 critic) changed the hatrpo and grasp cases on purpose; every other
 #: case was identical to the previous baseline (da15f28) at that commit.
-BASELINE = "77f0f5c"
+#: 54d8f2f: issue 20's fused GRU sequence (speed kit) changed the four recurrent MPE cases (mappo,
+#: mars, grasp, mappo-continuous) by float rounding only — losses and gradient norms by ≤ 7e-5
+#: relative, returns by ~2e-7 — against 77f0f5c; the other seven cases were identical.
+BASELINE = "54d8f2f"
 
 pytestmark = pytest.mark.slow
 
