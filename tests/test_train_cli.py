@@ -62,7 +62,9 @@ def _error_line(capsys, argv: list[str]) -> str:
          "env=games map=gpvd_matrix cannot be built with these options: map gpvd_matrix has discrete actions only"),
         (["env.options.n_agents=0"], "cannot be built with these options: n_agents must be >= 1, got 0"),
         (["+env.options.no_such_option=1"], "cannot be built with these options: unknown MPE option(s) ['no_such_option']"),
-        (["env.vector=batched"], "env.vector=batched: env=mpe has no batched vector env (available for: smax)"),
+        (["env=games", "map=harl_example1", "env.vector=batched"],
+         "env.vector=batched: env=games has no batched vector env (available for: mpe, smax)"),
+        (["env.vector=batched"], "env.vector: env=mpe runs batched only on JaxMARL's MPE; add env.backend=jax"),
         (["hydra.run.dir=/proc/marlopt/run"], "cannot write the run directory /proc/marlopt/run"),
     ],
 )
