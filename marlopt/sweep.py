@@ -56,13 +56,22 @@ LAUNCHER_PACKAGES = {"joblib": ("hydra_plugins.hydra_joblib_launcher", "joblib")
                      "submitit": ("hydra_plugins.hydra_submitit_launcher", "submitit")}
 
 
+def installed(module: str) -> bool:
+    """Whether ``module`` can be imported (without importing it; a missing parent package, such as
+    ``hydra_plugins`` when no Hydra plugin is installed, counts as not installed)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
 def check_launcher(argv: list[str]) -> None:
     """Raise ``ImportError`` (one line, with the install command) when ``hydra/launcher=NAME`` on
     the command line needs a plugin that is not installed: ``parallel``/``joblib`` need
     hydra-joblib-launcher, ``slurm``/``submitit_*`` hydra-submitit-launcher (marlopt's own launcher
     configs, ``configs/hydra/launcher/``, are named by the plugin config they extend)."""
-    import importlib.util
-
     from marlopt.cli import CONFIG_DIR
 
     for arg in argv:
@@ -77,7 +86,7 @@ def check_launcher(argv: list[str]) -> None:
         family = next((f for f in LAUNCHER_PACKAGES if base.startswith(f)), None)
         if family is None:
             continue
-        missing = [m for m in LAUNCHER_PACKAGES[family] if importlib.util.find_spec(m) is None]
+        missing = [m for m in LAUNCHER_PACKAGES[family] if not installed(m)]
         if missing:
             raise ImportError(f"hydra/launcher={name} needs the {family} launcher ({missing[0]} is not installed); "
                               'install it with: pip install -e ".[sweep]"')

@@ -3,6 +3,7 @@ of a trained policy (MPE, SMAX), its frame count, and one-line errors for bad ar
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import numpy as np
@@ -12,6 +13,11 @@ from marlopt import evaluate
 from tests.helpers import run_cli
 
 MPE_LENGTH = 25  # MPE episodes always last max_cycles (25) steps
+
+#: The video tests need the render extra (imageio, Pillow); the argument checks run without it.
+needs_render = pytest.mark.skipif(
+    any(importlib.util.find_spec(m) is None for m in ("imageio", "PIL")),
+    reason='needs the render extra: pip install -e ".[render]"')
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +50,7 @@ def _first_episodes(run, episodes: int) -> dict[str, float]:
     return evaluate_policy(load_policy(run), [make], episodes, [seed])
 
 
+@needs_render
 def test_mpe_gif_has_one_frame_per_step_plus_the_start_and_shows_the_evaluated_episodes(mpe_run):
     result = evaluate.evaluate_run(mpe_run, episodes=2, render_episodes=2)
 
@@ -63,6 +70,7 @@ def test_mpe_gif_has_one_frame_per_step_plus_the_start_and_shows_the_evaluated_e
     assert np.mean([e["return"] for e in rendered]) == pytest.approx(reference["return_mean"], rel=1e-6)
 
 
+@needs_render
 def test_cli_renders_one_episode_by_default(mpe_run, capsys):
     evaluate.main([f"run={mpe_run}", "episodes=1", "render=true", "checkpoint=latest"])
     out = capsys.readouterr().out
@@ -71,6 +79,7 @@ def test_cli_renders_one_episode_by_default(mpe_run, capsys):
     assert len(_frames(gif)) == MPE_LENGTH + 1
 
 
+@needs_render
 def test_mp4_has_the_same_frames_as_the_gif(mpe_run):
     pytest.importorskip("imageio_ffmpeg")
     import imageio
@@ -111,6 +120,7 @@ def test_bad_render_arguments_fail_in_one_line_before_the_run_is_read(capsys, tm
     assert not (tmp_path / "eval").exists()
 
 
+@needs_render
 def test_missing_writers_are_one_line_with_the_install_hint(capsys, tmp_path, monkeypatch):
     import importlib.util
 
@@ -123,6 +133,7 @@ def test_missing_writers_are_one_line_with_the_install_hint(capsys, tmp_path, mo
         assert expected in line
 
 
+@needs_render
 def test_env_without_a_renderer_is_one_line_naming_what_is_supported(capsys, tmp_path):
     from marlopt.envs.smac import OWN_OPTIONS
     from marlopt.render import check_renderable
@@ -139,6 +150,7 @@ def test_env_without_a_renderer_is_one_line_naming_what_is_supported(capsys, tmp
     assert "save_replay" in OWN_OPTIONS
 
 
+@needs_render
 @pytest.mark.slow  # ~35 s on 2 busy cores: JAX compiles SMAX in the training run and again here
 def test_smax_gif_frames_follow_the_episode_lengths(tmp_path):
     pytest.importorskip("jaxmarl")
