@@ -138,6 +138,11 @@ class OnPolicyConfig(AlgoConfig):
     # the targets normalised once) | minibatch (the MAPPO/HARL reference: in every critic step, with
     # that minibatch's returns, which are then normalised with the just-updated statistics)
     value_norm_update: str = "batch"
+    # learning rates over the run: constant | linear (every Adam learning rate of the rule falls
+    # linearly from its configured value to 0 at total_steps, set before each iteration's update from
+    # the frames so far: lr * (1 - frames / total_steps); the MAPPO reference's use_linear_lr_decay,
+    # JaxMARL's ANNEAL_LR; docs/algorithms/on_policy_machinery.md)
+    lr_schedule: str = "constant"
 
     def __post_init__(self) -> None:
         _positive(self.lr, "algo.lr")
@@ -155,6 +160,7 @@ class OnPolicyConfig(AlgoConfig):
         if self.huber_delta is not None:
             _positive(self.huber_delta, "algo.huber_delta")
         _one_of(self.value_norm_update, ("batch", "minibatch"), "algo.value_norm_update")
+        _one_of(self.lr_schedule, ("constant", "linear"), "algo.lr_schedule")
 
 
 @dataclass
@@ -453,7 +459,9 @@ class TrainConfig:
     resume: Optional[str] = None  # run directory to continue
     max_iterations: Optional[int] = None  # stop (with a checkpoint) after this many in this call
     progress: bool = True  # rich progress bar (plain log lines when not a terminal)
-    speed_kit: bool = True  # marlopt.optim's speed tricks (fused Adam, lean grad clip, fast tanh, fused GRU sequence); false = plain torch
+    # marlopt.optim's speed tricks (fused Adam, lean grad clip, fast tanh, fused GRU sequence and its
+    # C++ CPU kernel); false = plain torch
+    speed_kit: bool = True
     nonfinite_patience: int = 10  # consecutive optimiser steps with a non-finite loss or gradient (each skipped) before the run stops
     logger: LoggerConfig = field(default_factory=LoggerConfig)  # W&B mirroring of the metrics (off by default)
 

@@ -209,6 +209,19 @@ class OnPolicyRule:
         batch.bootstrap_values = bootstrap
         return next_h.clone().cpu()
 
+    def schedule_learning_rates(self, frames: int, total_frames: int) -> None:
+        """Before an iteration's update. ``algo.lr_schedule=linear``: every optimiser's learning rate
+        is ``lr_0 * (1 - frames / total_frames)``, ``lr_0`` its configured value (kept in each param
+        group's ``initial_lr``, as torch's schedulers keep it, so checkpoints carry it); the MAPPO
+        reference's ``use_linear_lr_decay`` and JaxMARL's ``ANNEAL_LR``. ``constant``: nothing."""
+        if self.cfg.lr_schedule != "linear":
+            return
+        factor = max(0.0, 1.0 - frames / total_frames)
+        for optim in self.optimisers().values():
+            for group in optim.param_groups:
+                group.setdefault("initial_lr", group["lr"])
+                group["lr"] = group["initial_lr"] * factor
+
     def update(self, batch: RolloutBatch) -> dict[str, float]:
         chunks = self.prepare(batch)
         self.actor.train()

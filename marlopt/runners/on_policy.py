@@ -164,6 +164,7 @@ class OnPolicyRunner(RunnerCommon):
                 stats = self.collect()
                 t1 = time.perf_counter()
                 torch.set_num_threads(self.update_threads)
+                self.rule.schedule_learning_rates(self.frames, self.total_frames)
                 try:
                     with self.guard.watch():  # marlopt.guard: non-finite steps skipped, counted; too many in a row raise
                         update_metrics = self.rule.update(self.batch)
