@@ -4,15 +4,16 @@ JaxMARL's MPE (``marlopt.envs.mpe_jax.MpeJaxVectorEnv``) share: keys and seeds, 
 bookkeeping (episode returns summed in float64, exactly as ``ProcessVectorEnv`` sums them), and the
 vector checkpoint format of ``marlopt.envs.common`` — ``get_state()`` holds one pickled single env
 per env, so a checkpoint of either class restores into a ``ProcessVectorEnv`` of the single envs and
-back. A subclass names its single env class and restore-seed tag, builds its jitted core, and maps
-the core's reset and step outputs to ``VecObs`` and the ``VecStep`` fields (:meth:`_vreset`,
+back (each blob: the single env's ``EnvBlob`` of ``marlopt.envs.jax_core.pickled_state``). A
+subclass names its single env class and restore-seed tag, builds its jitted core, and maps the
+core's reset and step outputs to ``VecObs`` and the ``VecStep`` fields (:meth:`_vreset`,
 :meth:`_vstep`).
 
-The core provides ``spec``, ``action_shape``, ``put`` (numpy → device), ``check_actions``,
-``vreset(keys)``, ``vstep(keys, states, actions)``, ``leaves(states)`` (numpy leaves, env axis
-first) and ``unflatten(leaves)``. Nothing can crash and restart (``dropped`` is always False,
-``restarts`` 0); the large outputs are read-only numpy views of JAX's buffers, valid until dropped
-(JAX arrays are immutable: later steps never overwrite them).
+The core (a ``marlopt.envs.jax_core.JaxCore``) provides ``spec``, ``action_shape``, ``put`` (numpy →
+device), ``check_actions``, ``vreset(keys)``, ``vstep(keys, states, actions)``, ``leaves(states)``
+(numpy leaves, env axis first) and ``unflatten(leaves)``. Nothing can crash and restart
+(``dropped`` is always False, ``restarts`` 0); the large outputs are read-only numpy views of JAX's
+buffers, valid until dropped (JAX arrays are immutable: later steps never overwrite them).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import numpy as np
 
 from marlopt.envs.base import EnvSpec, VecObs, VecStep
 from marlopt.envs.common import VECTOR_STATE_FORMAT, check_vector_state, derive_seed
-from marlopt.envs.smax.core import fresh_key, seed_to_key
+from marlopt.envs.jax_core import fresh_key, pickled_state, seed_to_key
 
 
 class JaxVectorEnv:
@@ -41,12 +42,12 @@ class JaxVectorEnv:
     #: Tells the seeds of envs reset by ``set_state`` apart from other derived seeds.
     restore_seed_tag = 0
 
-    def __init__(self, config: Any, core: Any, n_envs: int, pickled_state: Any, blob_class: type) -> None:
+    def __init__(self, config: Any, core: Any, n_envs: int, blob_class: type) -> None:
         if int(n_envs) < 1:
             raise ValueError(f"{type(self).__name__} needs n_envs >= 1, got {n_envs}")
         self.config = config
         self._core = core
-        self._pickled_state, self._blob_class = pickled_state, blob_class
+        self._blob_class = blob_class
         self.spec: EnvSpec = core.spec
         self.num_envs = int(n_envs)
         self.last_restore_reset = np.zeros(self.num_envs, dtype=bool)
@@ -132,8 +133,7 @@ class JaxVectorEnv:
             raise RuntimeError(f"{type(self).__name__}.get_state called before reset(seeds)")
         keys = np.asarray(self._keys)
         leaves = self._core.leaves(self._states)
-        blobs = [pickle.dumps(self._blob_class(self._pickled_state(self.config, keys[i], [x[i] for x in leaves],
-                                                                   False)))
+        blobs = [pickle.dumps(self._blob_class(pickled_state(self.config, keys[i], [x[i] for x in leaves], False)))
                  for i in range(self.num_envs)]  # fmt: skip
         return {
             "format": VECTOR_STATE_FORMAT,

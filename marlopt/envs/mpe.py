@@ -8,13 +8,19 @@ Maps (``make(map_name, **options)``):
 
 Options: ``continuous`` (Box actions, default False), ``max_cycles`` (default 25, also the
 ``episode_limit``), ``local_ratio`` (mpe2's local/global reward mix; ``None`` keeps mpe2's default,
-0.5 for spread and reference; ``simple_speaker_listener`` has none), ``n_agents`` (spread only).
+0.5 for spread and reference; ``simple_speaker_listener`` has none), ``n_agents`` (spread only),
+``team_reward`` (``sum``, default, or ``mean``: see below).
 
 Conventions (what other MPE wrappers leave implicit):
 
 - **Team reward = the SUM of the agents' mpe2 rewards** (not the mean). In ``simple_spread`` every
   agent's reward already contains the shared landmark term (weighted ``1 - local_ratio``), so the
   sum counts it ``n_agents`` times; divide by ``spec.n_agents`` for the per-agent average.
+  ``team_reward="mean"`` trains on that average: the scale of one agent's reward, which is what
+  per-agent learners (JaxMARL's and the MAPPO reference's MPE runs) fit their critics to. Returns
+  are then in those units (``sum`` = ``mean`` x ``n_agents``). The scale matters wherever a constant
+  is in reward units: with ``algo.use_valuenorm=false``, ``algo.value_clip`` lets the critic move by
+  at most that much per iteration (docs/benchmarks.md §5).
 - Observations are float32, zero-padded to the largest agent observation (speaker 3 → 11).
 - Discrete actions are padded to the largest action count; ``avail`` masks the padding (speaker: 3
   of 5). Continuous actions are ``[N, max_action_dim]`` floats in mpe2's Box ``[0, 1]`` (clipped
@@ -60,9 +66,16 @@ def _import_mpe2_module(module: str) -> Any:
         ) from err
 
 
+TEAM_REWARDS = ("sum", "mean")
+
+
 def _raw_kwargs(
-    map_name: str, n_agents: int | None, continuous: bool, max_cycles: int, local_ratio: float | None
+    map_name: str, n_agents: int | None, continuous: bool, max_cycles: int, local_ratio: float | None,
+    team_reward: str = "sum",
 ) -> dict[str, Any]:
+    """mpe2's ``raw_env`` keyword arguments for these options, after checking them all."""
+    if team_reward not in TEAM_REWARDS:
+        raise ValueError(f"unknown team_reward {team_reward!r}; valid: {list(TEAM_REWARDS)}")
     if map_name not in MAPS:
         raise ValueError(f"unknown MPE map {map_name!r}; valid maps: {sorted(MAPS)}")
     _, takes_n, takes_ratio = MAPS[map_name]
@@ -92,6 +105,7 @@ class MPEEnv(MultiAgentEnv):
         continuous: bool = False,
         max_cycles: int = 25,
         local_ratio: float | None = None,
+        team_reward: str = "sum",
     ) -> None:
         self._options = {
             "map_name": map_name,
@@ -99,13 +113,15 @@ class MPEEnv(MultiAgentEnv):
             "continuous": continuous,
             "max_cycles": max_cycles,
             "local_ratio": local_ratio,
+            "team_reward": team_reward,
         }
-        kwargs = _raw_kwargs(map_name, n_agents, continuous, max_cycles, local_ratio)
+        kwargs = _raw_kwargs(map_name, n_agents, continuous, max_cycles, local_ratio, team_reward)
         module = _import_mpe2_module(MAPS[map_name][0])
         raw = module.raw_env(**kwargs)
         self._raw = raw
         self._continuous = bool(continuous)
         self._max_cycles = int(max_cycles)
+        self._reward_divisor = 1.0 if team_reward == "sum" else float(len(raw.possible_agents))
 
         names = tuple(raw.possible_agents)
         n = len(names)
@@ -221,7 +237,7 @@ class MPEEnv(MultiAgentEnv):
             raw.current_actions = acts
         raw._execute_world_step()  # physics + raw.rewards (mpe2 internals; see module docstring)
         self._t += 1
-        reward = float(sum(raw.rewards.values()))
+        reward = float(sum(raw.rewards.values())) / self._reward_divisor
         truncated = self._t >= self._max_cycles
         # mpe2 checks truncation first, then the scenario's (optional) success termination.
         terminated = (not truncated) and bool(raw.scenario.is_terminal(raw.world))
@@ -272,12 +288,12 @@ class MPEEnv(MultiAgentEnv):
         self._needs_reset = d["needs_reset"]
 
 
-_OPTIONS = ("n_agents", "continuous", "max_cycles", "local_ratio")
+_OPTIONS = ("n_agents", "continuous", "max_cycles", "local_ratio", "team_reward")
 
 
 def make(map_name: str, **options: Any) -> MPEEnv:
     """Build an MPE map. Options: ``n_agents`` (spread only), ``continuous``, ``max_cycles``,
-    ``local_ratio`` (see the module docstring)."""
+    ``local_ratio``, ``team_reward`` (see the module docstring)."""
     if map_name not in MAPS:
         raise ValueError(f"unknown MPE map {map_name!r}; valid maps: {sorted(MAPS)}")
     unknown = sorted(set(options) - set(_OPTIONS))

@@ -131,6 +131,21 @@ def test_team_reward_is_the_sum_of_agent_rewards():
     assert r.reward == sum(rewards) and r.reward != np.mean(rewards)
 
 
+def test_team_reward_mean_is_the_sum_over_n_agents_with_the_same_episode():
+    """``team_reward="mean"`` divides the reward by the number of agents and changes nothing else
+    (same seed, same actions: the same observations)."""
+    envs = {mode: make("simple_spread", n_agents=4, team_reward=mode) for mode in ("sum", "mean")}
+    for env in envs.values():
+        env.reset(seed=3)
+    for t in range(5):
+        acts = np.array([t % 5, 1, 2, 3])
+        r_sum, r_mean = (envs[m].step(acts) for m in ("sum", "mean"))
+        assert r_mean.reward == pytest.approx(r_sum.reward / 4, rel=1e-12) and r_sum.reward != 0
+        assert np.array_equal(r_mean.obs, r_sum.obs)
+    with pytest.raises(ValueError, match="team_reward"):
+        make("simple_spread", team_reward="max")
+
+
 def test_seeded_determinism_and_rng_continuation():
     def rollout(seed, episodes=2):
         env = make("simple_spread")

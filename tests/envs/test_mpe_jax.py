@@ -97,6 +97,27 @@ def test_jax_backend_equals_mpe2(map_name: str, continuous: bool) -> None:
     print(f"{map_name} continuous={continuous}: max |obs diff| {worst:.2e}")
 
 
+def test_team_reward_mean_on_jax_equals_mpe2() -> None:
+    """``team_reward="mean"`` means the same on both backends: from one world state, the JAX step's
+    reward is mpe2's mean reward."""
+    mpe = MPEEnv("simple_spread", team_reward="mean")
+    env = MPEJaxEnv("simple_spread", team_reward="mean")
+    core = env._core
+    env.reset(0)
+    mpe.reset(seed=11)
+    key, st = env._key, jax_state_from_mpe2(env, mpe, env._state)
+    rng = np.random.default_rng(1)
+    for t in range(10):
+        acts = random_actions(rng, mpe)
+        m = mpe.step(acts)
+        key, st, obs, _, reward, _, _ = core.step(key, st, core.check_actions(acts, core.action_shape))
+        np.testing.assert_allclose(np.asarray(obs), m.obs, atol=ATOL)
+        assert abs(float(reward) - m.reward) <= ATOL and m.reward < 0
+    mpe.close()
+    with pytest.raises(ValueError, match="team_reward"):
+        MPEJaxEnv("simple_spread", team_reward="max")
+
+
 # ------------------------------------------------------------------ the batched vector env
 def _actions(rng: np.random.Generator, env: MPEJaxEnv, n_envs: int) -> np.ndarray:
     sizes = np.asarray(env._core.sizes)

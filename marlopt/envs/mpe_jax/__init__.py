@@ -11,9 +11,9 @@
   env). Needs the ``smax`` extra (jax, jaxmarl): ``pip install -e ".[smax]"``.
 
 Same maps (simple_spread, simple_reference, simple_speaker_listener), options (``n_agents``,
-``continuous``, ``max_cycles``, ``local_ratio``) and conventions as ``marlopt.envs.mpe``: team
-reward = the sum of the agents' rewards, truncated after ``max_cycles`` steps, never terminated,
-observations zero-padded to the largest agent's, state = all agents' unpadded observations in one
+``continuous``, ``max_cycles``, ``local_ratio``, ``team_reward``) and conventions as
+``marlopt.envs.mpe``: team reward = the sum (or mean) of the agents' rewards, truncated after
+``max_cycles`` steps, never terminated, observations zero-padded to the largest agent's, state = all agents' unpadded observations in one
 row, discrete ids padded with ``avail`` masking the padding, continuous actions in mpe2's Box
 (``[0, 1]``, clipped) padded to the largest dimension. ``tests/envs/test_mpe_jax.py`` checks that
 both backends give the same observations, state, rewards and truncation (1e-4) from the same world

@@ -7,8 +7,9 @@ test where it cannot (``tests/envs/test_mpe_jax.py``):
 
 - the spec, the padding of observations/actions and the continuous clipping bounds are *read from*
   an ``MPEEnv`` built with the same options (one source of truth for the layout);
-- team reward = the sum of the agents' rewards; ``truncated`` after exactly ``max_cycles`` steps
-  (JaxMARL's own done flag tests the step counter before incrementing it: one step later);
+- team reward = the sum of the agents' rewards (``team_reward="mean"``: their mean); ``truncated``
+  after exactly ``max_cycles`` steps (JaxMARL's own done flag tests the step counter before
+  incrementing it: one step later);
   ``terminated`` is always False (these maps never end early);
 - continuous actions are clipped to the spec's per-agent bounds (as the mpe2 wrapper does) and cut
   to each agent's real dimensions; discrete ids are passed as they are (both libraries decode
@@ -18,16 +19,13 @@ test where it cannot (``tests/envs/test_mpe_jax.py``):
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import importlib.util
-import os
-import sys
-import types
 from typing import Any
 
 import numpy as np
 
 from marlopt.envs.base import EnvSpec
+from marlopt.envs.jax_core import JaxCore, cached_core, import_jax, import_jaxmarl_modules
 
 INSTALL = 'pip install -e ".[smax]"   (jax and jaxmarl: the same extra as SMAX)'
 
@@ -48,6 +46,7 @@ class MpeJaxConfig:
     continuous: bool = False
     max_cycles: int = 25
     local_ratio: float | None = None
+    team_reward: str = "sum"
 
     def mpe2_options(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -72,62 +71,25 @@ _CLASSES: dict[str, Any] = {}
 def _load_scenarios() -> dict[str, Any]:
     """JaxMARL's three MPE scenario classes, imported without running ``jaxmarl/__init__.py`` or
     ``jaxmarl/environments/mpe/__init__.py`` (which import every JaxMARL env: seconds, and stdout
-    chatter); the same stand-in package trick as ``marlopt.envs.smax.loading._load_smax``."""
-    if _CLASSES:
-        return _CLASSES
-    if "jaxmarl" in sys.modules:  # the user has JaxMARL loaded: use it
-        for map_name, (mod, cls) in SCENARIOS.items():
-            module = importlib.import_module(f"jaxmarl.environments.mpe.{mod}")
+    chatter) by ``marlopt.envs.jax_core.import_jaxmarl_modules``, as SMAX's are (``smax.loading._load_smax``)."""
+    if not _CLASSES:
+        names = [f"jaxmarl.environments.mpe.{mod}" for mod, _ in SCENARIOS.values()]
+        modules = import_jaxmarl_modules(("jaxmarl", "jaxmarl.environments", "jaxmarl.environments.mpe"), names)
+        for (map_name, (_, cls)), module in zip(SCENARIOS.items(), modules):
             _CLASSES[map_name] = getattr(module, cls)
-        return _CLASSES
-    spec = importlib.util.find_spec("jaxmarl")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError("No module named 'jaxmarl'", name="jaxmarl")
-    root = list(spec.submodule_search_locations)[0]
-    before = set(sys.modules)
-    try:
-        for name, path in (("jaxmarl", root), ("jaxmarl.environments", os.path.join(root, "environments")),
-                           ("jaxmarl.environments.mpe", os.path.join(root, "environments", "mpe"))):
-            stub = types.ModuleType(name)
-            stub.__path__ = [path]
-            stub.__package__ = name
-            sys.modules[name] = stub
-        for map_name, (mod, cls) in SCENARIOS.items():
-            module = importlib.import_module(f"jaxmarl.environments.mpe.{mod}")
-            _CLASSES[map_name] = getattr(module, cls)
-    finally:
-        for name in set(sys.modules) - before:
-            if name == "jaxmarl" or name.startswith("jaxmarl."):
-                del sys.modules[name]
     return _CLASSES
 
 
-def import_jax() -> tuple[Any, Any, dict[str, Any]]:
-    """``(jax, jax.numpy, {map: JaxMARL class})``; ``ImportError`` with the install line."""
-    # SMAX's lock and persistent compilation cache (one JAX set-up per process for both).
-    from marlopt.envs.smax.loading import LOCK, _enable_compilation_cache
+class MpeJaxCore(JaxCore):
+    """JaxMARL's MPE scenario and the jitted functions of one ``MpeJaxConfig``; the helpers
+    (``put``, ``leaves``, ``unflatten``, ``check_actions``...) are ``JaxCore``'s."""
 
-    try:
-        import jax
-        import jax.numpy as jnp
-    except ImportError as err:
-        raise missing(err) from err
-    with LOCK:
-        _enable_compilation_cache(jax)
-        try:
-            classes = _load_scenarios()
-        except ImportError as err:
-            raise missing(err) from err
-    return jax, jnp, classes
-
-
-class MpeJaxCore:
-    """JaxMARL's MPE scenario and the jitted functions of one ``MpeJaxConfig``."""
+    label = "MPE"
 
     def __init__(self, cfg: MpeJaxConfig) -> None:
         from marlopt.envs.mpe import MPEEnv
 
-        jax, jnp, classes = import_jax()
+        jax, jnp, classes = import_jax(_load_scenarios, missing)  # ImportError with the install line
         self.cfg, self.jax = cfg, jax
         from marlopt.envs.smax.loading import jax_device
 
@@ -187,6 +149,8 @@ class MpeJaxCore:
             st = st.replace(step=st.step.astype(jnp.int32), done=jnp.asarray(st.done, dtype=jnp.bool_))
             o, s = observe(obs)
             reward = sum(rewards[a].astype(jnp.float32) for a in agents)  # the team reward: the sum
+            if cfg.team_reward == "mean":
+                reward = reward / len(agents)
             truncated = st.step >= T  # after exactly max_cycles steps, as the mpe2 wrapper
             return key, st, o, s, reward, jnp.zeros((), jnp.bool_), truncated
 
@@ -204,7 +168,6 @@ class MpeJaxCore:
         self.step = jax.jit(step)
         self.vreset = jax.jit(jax.vmap(reset))
         self.vstep = jax.jit(jax.vmap(step_autoreset))
-        self._treedef: Any = None
         avail = np.zeros((n, A), dtype=bool)
         for i, d in enumerate(sizes):
             avail[i, :d] = True
@@ -214,40 +177,13 @@ class MpeJaxCore:
         active.setflags(write=False)
         self.active = active
 
-    # -- helpers ------------------------------------------------------------------------------
-    def put(self, x: Any) -> Any:
-        return self.jax.device_put(x, self.device)
-
-    @property
-    def treedef(self) -> Any:
-        """The pytree structure of one env's state (to restore it from numpy leaves)."""
-        if self._treedef is None:
-            key = self.jax.ShapeDtypeStruct((2,), np.uint32)
-            self._treedef = self.jax.tree.structure(self.jax.eval_shape(self._reset_fn, key)[1])
-        return self._treedef
-
-    def leaves(self, state: Any) -> list[np.ndarray]:
-        return [np.asarray(x) for x in self.jax.tree.leaves(state)]
-
-    def unflatten(self, leaves: list[Any]) -> Any:
-        return self.jax.tree.unflatten(self.treedef, list(leaves))
-
-    def check_actions(self, actions: Any, shape: tuple[int, ...]) -> np.ndarray:
-        """``actions`` as contiguous int32 (discrete, each in its agent's range) / float32 of ``shape``."""
-        arr = np.asarray(actions)
-        if arr.shape != shape:
-            raise ValueError(f"MPE actions must have shape {shape}, got {arr.shape}")
-        if self.cfg.continuous:
-            return np.ascontiguousarray(arr, dtype=np.float32)
-        if arr.dtype.kind not in "iu":
-            if arr.dtype.kind not in "fb" or not np.all(np.mod(arr, 1) == 0):
-                raise ValueError(f"discrete MPE actions must be integers, got {arr.dtype}")
+    def check_ids(self, arr: np.ndarray) -> None:
+        """``ValueError`` naming the first agent whose discrete action id is outside its range."""
         bad = (arr < 0) | (arr >= np.asarray(self.sizes))
         if bad.any():
             i = int(np.flatnonzero(bad.reshape(-1))[0]) % len(self.sizes)
             raise ValueError(f"agent {i} ({self.spec.agent_names[i]}) took an action outside "
                              f"0..{self.sizes[i] - 1}")
-        return np.ascontiguousarray(arr, dtype=np.int32)
 
 
 _CORES: dict[MpeJaxConfig, MpeJaxCore] = {}
@@ -255,10 +191,4 @@ _CORES: dict[MpeJaxConfig, MpeJaxCore] = {}
 
 def core_for(cfg: MpeJaxConfig) -> MpeJaxCore:
     """The (cached) core of ``cfg``; the first call per configuration imports JAX and compiles."""
-    from marlopt.envs.smax.loading import LOCK
-
-    with LOCK:
-        core = _CORES.get(cfg)
-        if core is None:
-            core = _CORES[cfg] = MpeJaxCore(cfg)
-        return core
+    return cached_core(_CORES, cfg, MpeJaxCore)

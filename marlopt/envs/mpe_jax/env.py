@@ -1,9 +1,10 @@
 """``MPEJaxEnv``: one JaxMARL MPE episode behind the ``MultiAgentEnv`` protocol, and ``make``, the
 registered maker of ``env=mpe`` that picks the backend.
 
-``MPEJaxEnv`` pickles as its configuration, JAX key and state leaves (numpy), mid-episode included;
-``EnvBlob`` writes the same pickle from a slice of a batched state, so ``MpeJaxVectorEnv``
-checkpoints hold ``MPEJaxEnv`` pickles (one per env, the vector env checkpoint format).
+``MPEJaxEnv`` pickles as its configuration, JAX key and state leaves (numpy), mid-episode included
+(``marlopt.envs.jax_core.JaxEnv``); ``EnvBlob`` writes the same pickle from a slice of a
+batched state, so ``MpeJaxVectorEnv`` checkpoints hold ``MPEJaxEnv`` pickles (one per env, the
+vector env checkpoint format).
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from marlopt.envs.base import MultiAgentEnv, StepResult
+from marlopt.envs.jax_core import JaxEnv
 from marlopt.envs.mpe_jax.core import MpeJaxConfig, check_jax_available, core_for
-from marlopt.envs.smax.core import fresh_key, seed_to_key
 
 #: The simulators ``env=mpe`` can run on (``env.backend``): mpe2 (``marlopt.envs.mpe``, one env per
 #: object, any vector mode) or JaxMARL's JAX port (``marlopt.envs.mpe_jax``, batched).
@@ -32,33 +33,25 @@ def resolve_config(map_name: str, options: dict[str, Any]) -> MpeJaxConfig:
     if unknown:
         raise ValueError(f"unknown MPE option(s) {unknown}; valid options: {list(_OPTIONS)}")
     cfg = MpeJaxConfig(map_name, **options)
-    _raw_kwargs(map_name, cfg.n_agents, cfg.continuous, cfg.max_cycles, cfg.local_ratio)  # ValueError
+    _raw_kwargs(map_name, cfg.n_agents, cfg.continuous, cfg.max_cycles, cfg.local_ratio, cfg.team_reward)  # ValueError
     return dataclasses.replace(
         cfg, n_agents=None if cfg.n_agents is None else int(cfg.n_agents), continuous=bool(cfg.continuous),
         max_cycles=int(cfg.max_cycles), local_ratio=None if cfg.local_ratio is None else float(cfg.local_ratio),
     )  # fmt: skip
 
 
-class MPEJaxEnv(MultiAgentEnv):
+class MPEJaxEnv(JaxEnv):
     """One MPE episode on JaxMARL's JAX port; the same outputs as ``marlopt.envs.mpe.MPEEnv``
     (within float32 rounding) for the same world state and actions. Seeds differ: JAX's PRNG
     (``reset(seed)``: the key of the 64-bit seed; ``None`` continues the key) draws other worlds."""
 
     def __init__(self, map_name: str = "simple_spread", **options: Any) -> None:
-        self.config = resolve_config(map_name, options)
-        self._core = core_for(self.config)
-        self.spec = self._core.spec
-        self._key: Any = None
-        self._state: Any = None
-        self._needs_reset = True
+        config = resolve_config(map_name, options)
+        super().__init__(config, core_for(config))
 
     def reset(self, seed: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         core = self._core
-        if seed is not None:
-            self._key = core.put(seed_to_key(seed))
-        elif self._key is None:
-            self._key = core.put(fresh_key())
-        self._key, self._state, obs, state = core.reset(self._key)
+        self._key, self._state, obs, state = core.reset(self._start_key(seed))
         self._needs_reset = False
         return np.asarray(obs), np.asarray(state), core.avail
 
@@ -72,29 +65,6 @@ class MPEJaxEnv(MultiAgentEnv):
         self._needs_reset = terminated or truncated
         return StepResult(np.asarray(obs), np.asarray(state), core.avail, float(reward), terminated,
                           truncated, {"active": core.active})  # fmt: skip
-
-    # ------------------------------------------------------------------ exact resume
-    def __getstate__(self) -> dict[str, Any]:
-        leaves = None if self._state is None else self._core.leaves(self._state)
-        return pickled_state(self.config, self._key, leaves, self._needs_reset)
-
-    def __setstate__(self, d: dict[str, Any]) -> None:
-        self.__init__(d["map_name"], **d["options"])  # type: ignore[misc]
-        core = self._core
-        if d["key"] is not None:
-            self._key = core.put(np.asarray(d["key"], dtype=np.uint32))
-        if d["leaves"] is not None:
-            self._state = core.unflatten([core.put(x) for x in d["leaves"]])
-        self._needs_reset = d["needs_reset"]
-
-
-def pickled_state(config: MpeJaxConfig, key: Any, leaves: list[np.ndarray] | None,
-                  needs_reset: bool) -> dict[str, Any]:
-    """What an ``MPEJaxEnv`` pickles: its configuration, key and state leaves, as numpy."""
-    options = dataclasses.asdict(config)
-    return {"map_name": options.pop("map_name"), "options": options,
-            "key": None if key is None else np.array(key, dtype=np.uint32), "leaves": leaves,
-            "needs_reset": needs_reset}  # fmt: skip
 
 
 def _unpickle_env(state: dict[str, Any]) -> MPEJaxEnv:

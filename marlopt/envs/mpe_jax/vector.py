@@ -11,7 +11,7 @@ import numpy as np
 from marlopt.envs.base import VecObs
 from marlopt.envs.jax_vector import JaxVectorEnv
 from marlopt.envs.mpe_jax.core import check_jax_available, core_for
-from marlopt.envs.mpe_jax.env import EnvBlob, MPEJaxEnv, pickled_state, resolve_config, split_backend
+from marlopt.envs.mpe_jax.env import EnvBlob, MPEJaxEnv, resolve_config, split_backend
 
 #: Tells the seeds of envs reset by ``set_state`` apart from other derived seeds (b"mpej").
 RESTORE_SEED_TAG = 0x6D70656A
@@ -32,7 +32,7 @@ class MpeJaxVectorEnv(JaxVectorEnv):
 
     def __init__(self, map_name: str, n_envs: int, **options: Any) -> None:
         config = resolve_config(map_name, options)
-        super().__init__(config, core_for(config), n_envs, pickled_state, EnvBlob)
+        super().__init__(config, core_for(config), n_envs, EnvBlob)
         E = self.num_envs
         self._avail = np.broadcast_to(self._core.avail, (E, *self._core.avail.shape))  # read-only views
         self._active = np.broadcast_to(self._core.active, (E, self.spec.n_agents))

@@ -71,8 +71,8 @@ Modules: ``config`` (maps, options, ``SmaxConfig``), ``loading`` (importing JAX 
 (``SmaxVectorEnv``, ``make_vector``).
 """
 
+from marlopt.envs.jax_core import seed_to_key
 from marlopt.envs.smax.config import MAPS, OPTIONS, SmaxConfig
-from marlopt.envs.smax.core import seed_to_key
 from marlopt.envs.smax.env import SMAXEnv, _unpickle_env, check_available, make
 from marlopt.envs.smax.loading import INSTALL
 from marlopt.envs.smax.vector import SmaxVectorEnv, make_vector

@@ -1,36 +1,26 @@
 """The JAX side of one SMAX configuration: ``SmaxCore`` holds the JaxMARL env, the spec and the
 jitted pure functions (``reset``/``step`` for one env, ``vreset``/``vstep`` vmapped over E envs with
 auto-reset), built once per configuration per process (``core_for``) and shared by every env object
-of that configuration. Keys: ``seed_to_key`` (all 64 bits of a seed), ``fresh_key`` (OS entropy).
+of that configuration.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from marlopt.envs.base import EnvSpec
+from marlopt.envs.jax_core import JaxCore, cached_core
 from marlopt.envs.smax.config import CONTINUOUS_DIMS, SmaxConfig
-from marlopt.envs.smax.loading import LOCK, import_smax, jax_device, registered_scenarios
-
-def seed_to_key(seed: int) -> np.ndarray:
-    """The raw uint32[2] threefry key of a 64-bit seed (``jax.random.PRNGKey(seed)`` with x64 on).
-
-    ``jax.random.PRNGKey`` silently drops the upper 32 bits when x64 is off; marlopt's seeds
-    (``seed * 100_003 + i``) may exceed 32 bits, so the key is built here.
-    """
-    s = int(seed) % 2**64
-    return np.array([s >> 32, s & 0xFFFFFFFF], dtype=np.uint32)
+from marlopt.envs.smax.loading import import_smax, jax_device, registered_scenarios
 
 
-def fresh_key() -> np.ndarray:
-    return seed_to_key(int(np.random.SeedSequence().generate_state(2, dtype=np.uint64)[0]))
+class SmaxCore(JaxCore):
+    """The JaxMARL env and jitted functions of one ``SmaxConfig`` (built once per process); the
+    helpers (``put``, ``leaves``, ``unflatten``, ``check_actions``...) are ``JaxCore``'s."""
 
-
-class SmaxCore:
-    """The JaxMARL env and jitted functions of one ``SmaxConfig`` (built once per process)."""
+    label = "SMAX"
 
     def __init__(self, cfg: SmaxConfig) -> None:
         jax, jnp, smax = import_smax()
@@ -130,42 +120,13 @@ class SmaxCore:
         self.step = jax.jit(step)
         self.vreset = jax.jit(jax.vmap(reset))
         self.vstep = jax.jit(jax.vmap(step_autoreset))
-        self._treedef: Any = None
 
-    # -- helpers ------------------------------------------------------------------------------
-    def put(self, x: Any) -> Any:
-        """Place a (numpy) array on this configuration's JAX device."""
-        return self.jax.device_put(x, self.device)
-
-    @property
-    def treedef(self) -> Any:
-        """The pytree structure of one env's SMAX state (for restoring it from numpy leaves)."""
-        if self._treedef is None:
-            key = self.jax.ShapeDtypeStruct((2,), np.uint32)
-            self._treedef = self.jax.tree.structure(self.jax.eval_shape(self._reset_fn, key)[1])
-        return self._treedef
-
-    def leaves(self, state: Any) -> list[np.ndarray]:
-        return [np.asarray(x) for x in self.jax.tree.leaves(state)]
-
-    def unflatten(self, leaves: Sequence[Any]) -> Any:
-        return self.jax.tree.unflatten(self.treedef, list(leaves))
-
-    def check_actions(self, actions: Any, shape: tuple[int, ...]) -> np.ndarray:
-        """``actions`` as a contiguous int32 (discrete) / float32 (continuous) array of ``shape``."""
-        arr = np.asarray(actions)
-        if arr.shape != shape:
-            raise ValueError(f"SMAX actions must have shape {shape}, got {arr.shape}")
-        if self.cfg.continuous:
-            return np.ascontiguousarray(arr, dtype=np.float32)
-        if arr.dtype.kind not in "iu":
-            if arr.dtype.kind not in "fb" or not np.all(np.mod(arr, 1) == 0):
-                raise ValueError(f"discrete SMAX actions must be integers, got {arr.dtype}")
+    def check_ids(self, arr: np.ndarray) -> None:
+        """``ValueError`` unless every discrete action id is in ``0..n_actions - 1``."""
         if arr.size and (arr.min() < 0 or arr.max() >= self.spec.n_actions):
             raise ValueError(
                 f"SMAX action ids must be in 0..{self.spec.n_actions - 1}, got {arr.min()}..{arr.max()}"
             )
-        return np.ascontiguousarray(arr, dtype=np.int32)
 
 
 _CORES: dict[SmaxConfig, SmaxCore] = {}
@@ -173,9 +134,5 @@ _CORES: dict[SmaxConfig, SmaxCore] = {}
 
 def core_for(cfg: SmaxConfig) -> SmaxCore:
     """The (cached) core of ``cfg``; the first call per configuration imports JAX and compiles."""
-    with LOCK:
-        core = _CORES.get(cfg)
-        if core is None:
-            core = _CORES[cfg] = SmaxCore(cfg)
-        return core
+    return cached_core(_CORES, cfg, SmaxCore)
 

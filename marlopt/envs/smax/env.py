@@ -1,21 +1,21 @@
 """``SMAXEnv``: one SMAX battle behind the ``MultiAgentEnv`` protocol, and its maker.
 
 ``SMAXEnv`` pickles as its configuration, JAX key and SMAX state leaves (numpy), mid-episode
-included (``pickled_state``); ``EnvBlob`` writes the same pickle from a slice of a batched state,
-so ``SmaxVectorEnv`` checkpoints hold ``SMAXEnv`` pickles too.
+included (``marlopt.envs.jax_core.JaxEnv``); ``EnvBlob`` writes the same pickle from a slice
+of a batched state, so ``SmaxVectorEnv`` checkpoints hold ``SMAXEnv`` pickles too.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 from typing import Any
 
 import numpy as np
 
-from marlopt.envs.base import MultiAgentEnv, StepResult
-from marlopt.envs.smax.config import SmaxConfig, resolve_config
-from marlopt.envs.smax.core import core_for, fresh_key, seed_to_key
+from marlopt.envs.base import StepResult
+from marlopt.envs.jax_core import JaxEnv
+from marlopt.envs.smax.config import resolve_config
+from marlopt.envs.smax.core import core_for
 from marlopt.envs.smax.loading import missing
 
 #: Pickles name SMAX envs by the package's path (``marlopt.envs.smax.SMAXEnv`` and
@@ -24,24 +24,16 @@ from marlopt.envs.smax.loading import missing
 PICKLE_MODULE = "marlopt.envs.smax"
 
 
-class SMAXEnv(MultiAgentEnv):
+class SMAXEnv(JaxEnv):
     """One SMAX battle behind the ``MultiAgentEnv`` protocol (see ``marlopt.envs.smax``)."""
 
     def __init__(self, map_name: str = "3m", **options: Any) -> None:
-        self.config = resolve_config(map_name, options)
-        self._core = core_for(self.config)
-        self.spec = self._core.spec
-        self._key: Any = None  # JAX uint32[2] key (numpy while restored and never stepped)
-        self._state: Any = None  # JaxMARL HeuristicEnemySMAX state pytree
-        self._needs_reset = True
+        config = resolve_config(map_name, options)
+        super().__init__(config, core_for(config))  # the state: JaxMARL's HeuristicEnemySMAX state pytree
 
     def reset(self, seed: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         core = self._core
-        if seed is not None:
-            self._key = core.put(seed_to_key(seed))
-        elif self._key is None:
-            self._key = core.put(fresh_key())
-        self._key, self._state, obs, state, avail, _ = core.reset(self._key)
+        self._key, self._state, obs, state, avail, _ = core.reset(self._start_key(seed))
         self._needs_reset = False
         return np.asarray(obs), np.asarray(state), np.asarray(avail)
 
@@ -82,34 +74,6 @@ class SMAXEnv(MultiAgentEnv):
             "n_allies": n, "width": float(env.map_width), "height": float(env.map_height),
             "step": int(st.step),
         }
-
-    # ------------------------------------------------------------------ exact resume
-    def __getstate__(self) -> dict[str, Any]:
-        leaves = None if self._state is None else self._core.leaves(self._state)
-        return pickled_state(self.config, self._key, leaves, self._needs_reset)
-
-    def __setstate__(self, d: dict[str, Any]) -> None:
-        self.__init__(d["map_name"], **d["options"])  # type: ignore[misc]
-        core = self._core
-        if d["key"] is not None:
-            self._key = core.put(np.asarray(d["key"], dtype=np.uint32))
-        if d["leaves"] is not None:
-            self._state = core.unflatten([core.put(x) for x in d["leaves"]])
-        self._needs_reset = d["needs_reset"]
-
-
-def pickled_state(
-    config: SmaxConfig, key: Any, leaves: list[np.ndarray] | None, needs_reset: bool
-) -> dict[str, Any]:
-    """What an ``SMAXEnv`` pickles: its configuration, key and SMAX state leaves, as numpy."""
-    options = dataclasses.asdict(config)
-    return {
-        "map_name": options.pop("map_name"),
-        "options": options,
-        "key": None if key is None else np.array(key, dtype=np.uint32),
-        "leaves": leaves,
-        "needs_reset": needs_reset,
-    }
 
 
 def _unpickle_env(state: dict[str, Any]) -> SMAXEnv:

@@ -1,26 +1,21 @@
 """Importing JAX and JaxMARL's SMAX, lazily and quietly (nothing here runs at import time).
 
 ``import_smax()`` gives ``(jax, jax.numpy, jaxmarl.environments.smax)`` or an ``ImportError`` with
-the install line; it loads only JaxMARL's SMAX modules (``_load_smax``) and turns on JAX's
-persistent compilation cache (``_enable_compilation_cache``). ``registered_scenarios()`` lists the
+the install line; it loads only JaxMARL's SMAX modules (``_load_smax``), with JAX's persistent
+compilation cache on (``marlopt.envs.jax_core.import_jax``). ``registered_scenarios()`` lists the
 SMAX scenarios of the modules already loaded; ``jax_device`` picks a JAX device without chatter.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import logging
-import os
 import sys
-import threading
-import types
 from typing import Any
+
+from marlopt.envs.jax_core import import_jax, import_jaxmarl_modules
 
 INSTALL = 'pip install "marlopt[smax]"   (i.e. pip install jaxmarl==0.2.0 jax==0.10.2 jaxlib==0.10.2)'
 
-#: Guards the one-time import and the per-configuration cores (``core.core_for``).
-LOCK = threading.RLock()
 _SMAX_MODULE: Any = None
 
 
@@ -38,69 +33,25 @@ def _load_smax() -> Any:
     taken out of ``sys.modules`` again: a later ``import jaxmarl`` by the user starts afresh and
     gets the complete, ordinary package (its own copy of the SMAX classes, which is harmless: this
     wrapper keeps references to its objects and never pickles them). Any failure falls back to
-    the ordinary import.
+    the ordinary import (``marlopt.envs.jax_core.import_jaxmarl_modules``).
     """
-    if "jaxmarl" in sys.modules:  # the user has JaxMARL loaded already: use it
-        return importlib.import_module("jaxmarl.environments.smax")
-    spec = importlib.util.find_spec("jaxmarl")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError("No module named 'jaxmarl'", name="jaxmarl")
-    root = list(spec.submodule_search_locations)[0]
-    before = set(sys.modules)
-    try:
-        for name, path in (("jaxmarl", root), ("jaxmarl.environments", os.path.join(root, "environments"))):
-            stub = types.ModuleType(name)
-            stub.__path__ = [path]
-            stub.__package__ = name
-            sys.modules[name] = stub
-        module = importlib.import_module("jaxmarl.environments.smax")
-    except Exception:  # noqa: BLE001 - anything unexpected: the ordinary (slow, chatty) import
-        module = None
-    finally:
-        for name in set(sys.modules) - before:
-            if name == "jaxmarl" or name.startswith("jaxmarl."):
-                del sys.modules[name]
-    if module is None:
-        module = importlib.import_module("jaxmarl.environments.smax")
+    (module,) = import_jaxmarl_modules(("jaxmarl", "jaxmarl.environments"), ("jaxmarl.environments.smax",),
+                                       fallback=True)
     return module
 
 
-def _enable_compilation_cache(jax: Any) -> None:
-    """Keep compiled SMAX functions on disk across processes (JAX's persistent cache).
-
-    Compiling one SMAX step takes ≈10 s on a busy 2-core machine, and every process (each run,
-    each subprocess worker, each test) compiles its own; with the cache a process loads it in ≈2 s.
-    The directory is ``$MARLOPT_JAX_CACHE`` (default ``~/.cache/marlopt/jax``; ``0`` or an empty
-    value disables it). A cache directory the user configured in JAX is left alone.
-    """
-    path = os.environ.get("MARLOPT_JAX_CACHE", os.path.join("~", ".cache", "marlopt", "jax"))
-    if path.strip() in ("", "0") or jax.config.jax_compilation_cache_dir:
-        return
-    try:
-        path = os.path.expanduser(path)
-        os.makedirs(path, exist_ok=True)
-        jax.config.update("jax_compilation_cache_dir", path)
-    except Exception:  # noqa: BLE001 - a cache is an optimisation, never a failure
-        pass
+def _smax_module() -> Any:
+    """``jaxmarl.environments.smax``, loaded on the first call (``import_jax`` calls it under its lock)."""
+    global _SMAX_MODULE
+    if _SMAX_MODULE is None:
+        _SMAX_MODULE = _load_smax()
+    return _SMAX_MODULE
 
 
 def import_smax() -> tuple[Any, Any, Any]:
     """``(jax, jax.numpy, jaxmarl.environments.smax)``; ``ImportError`` with the install line."""
-    global _SMAX_MODULE
     logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)  # no "no TPU here" INFO lines
-    try:
-        import jax
-        import jax.numpy as jnp
-    except ImportError as err:
-        raise missing(err) from err
-    with LOCK:
-        if _SMAX_MODULE is None:
-            _enable_compilation_cache(jax)
-            try:
-                _SMAX_MODULE = _load_smax()
-            except ImportError as err:
-                raise missing(err) from err
-    return jax, jnp, _SMAX_MODULE
+    return import_jax(_smax_module, missing)
 
 
 def registered_scenarios() -> dict[str, Any]:

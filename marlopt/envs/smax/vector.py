@@ -12,7 +12,7 @@ from marlopt.envs.base import VecObs
 from marlopt.envs.jax_vector import JaxVectorEnv
 from marlopt.envs.smax.config import resolve_config
 from marlopt.envs.smax.core import core_for
-from marlopt.envs.smax.env import EnvBlob, SMAXEnv, pickled_state
+from marlopt.envs.smax.env import EnvBlob, SMAXEnv
 
 #: Tells the seeds of envs reset by ``set_state`` apart from other derived seeds (b"smax").
 RESTORE_SEED_TAG = 0x736D6178
@@ -35,7 +35,7 @@ class SmaxVectorEnv(JaxVectorEnv):
 
     def __init__(self, map_name: str, n_envs: int, **options: Any) -> None:
         config = resolve_config(map_name, options)
-        super().__init__(config, core_for(config), n_envs, pickled_state, EnvBlob)
+        super().__init__(config, core_for(config), n_envs, EnvBlob)
 
     def _vreset(self, keys: Any) -> tuple[Any, Any, VecObs]:
         keys, states, obs, state, avail, active = self._core.vreset(keys)
