@@ -42,7 +42,9 @@ __all__ = [
 # ``adam`` -> ``torch.optim.Adam(params, lr=, eps=)``, ``clip_grad_norm`` ->
 # ``torch.nn.utils.clip_grad_norm_``, ``tanh_`` -> ``torch.tanh`` (out of place), and
 # ``GroupedGRUCell.forward`` over a sequence -> its cell loop (on, one fused autograd node:
-# ``marlopt.models.fast_gru``, tested in tests/models/test_gru_fast.py). ``adam`` reads the flag when
+# ``marlopt.models.fast_gru``, tested in tests/models/test_gru_fast.py; on the CPU in float32 its
+# loops run in C++, ``marlopt.models.gru_kernel``, built once per machine; ``MARLOPT_GRU_KERNEL=0``
+# keeps them in Python). ``adam`` reads the flag when
 # it builds an optimiser; ``clip_grad_norm``, ``tanh_`` and the GRU at every call. Set it once, at
 # start, before the networks and optimisers are built.
 

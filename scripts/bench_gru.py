@@ -1,4 +1,5 @@
-"""GRU over a BPTT chunk, forward + backward: the cell loop vs the speed kit's fused sequence.
+"""GRU over a BPTT chunk, forward + backward: the cell loop vs the speed kit's fused sequence
+(its Python loop and its C++ kernel).
 
     python scripts/bench_gru.py [--repeats 7] [--steps 128] [--threads 0] [--clock wall|cpu] [--all]
                                 [--update] [--out FILE.json]
@@ -13,12 +14,15 @@ with ``--threads 1``). ``--all`` adds the slower candidates (torch.gru, jit) to 
 
 ``--update`` also times whole MAPPO updates (``rule.update`` on one collected batch) at JaxMARL's
 MPE settings (``UPDATE_OVERRIDES``: GRU 128, BPTT over the whole 128-step rollout, 4 epochs × 4
-minibatches, 16 envs), shared and separate actors, with the fused GRU on and off (every other
-speed-kit trick on in both), interleaved over ``--repeats`` rounds.
+minibatches, 16 envs), shared and separate actors, with the GRU as the cell loop, the fused Python
+loop and the fused C++ kernel (every other speed-kit trick on in all three), interleaved over
+``--repeats`` rounds.
 
 Candidates:
 - ``loop``: ``GroupedGRUCell`` with the speed kit off (today's cell loop, autograd per op);
-- ``fused``: ``GroupedGRUCell`` with the speed kit on (:mod:`marlopt.models.fast_gru`);
+- ``fused``: ``GroupedGRUCell`` with the speed kit on and its C++ kernel off (:mod:`marlopt.models.fast_gru`'s
+  Python loop);
+- ``kernel``: the speed kit on, its C++ kernel on (:mod:`marlopt.models.gru_kernel`; the default);
 - ``torch.gru``: torch's own GRU (``torch.gru``, C++ loop, autograd per op), run over the segments
   between the steps where any row resets (the reset rows zeroed at each segment's start; exact),
   one call per weight group;
@@ -37,6 +41,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from marlopt.models import gru_kernel
 from marlopt.models.layers import GroupedGRUCell, _stack
 from marlopt.optim import set_speed_kit
 
@@ -119,9 +124,19 @@ def _jit_loop():
     return run
 
 
-def _cell(kit: bool) -> Callable:
+def use_kernel(on: bool) -> None:
+    """The fused sequence through the C++ kernel (``on``) or its Python loop."""
+    gru_kernel._loaded.clear()
+    if not on:
+        gru_kernel._loaded["ops"] = None
+    elif gru_kernel.ops() is None:
+        raise SystemExit(f"bench_gru: the C++ GRU kernel is unavailable ({gru_kernel.unavailable_reason()})")
+
+
+def _cell(kit: bool, kernel: bool = False) -> Callable:
     def run(cell: GroupedGRUCell, x: Tensor, h: Tensor, starts: Tensor) -> tuple[Tensor, Tensor]:
         set_speed_kit(kit)
+        use_kernel(kernel)
         try:
             return cell(x, h, starts)
         finally:
@@ -143,7 +158,7 @@ def time_once(run: Callable, cell: GroupedGRUCell, x: Tensor, h: Tensor, starts:
 
 
 def time_updates(repeats: int) -> list[dict]:
-    """Median seconds per MAPPO update at JaxMARL's MPE settings, fused GRU off / on."""
+    """Median seconds per MAPPO update at JaxMARL's MPE settings: cell loop, fused Python loop, kernel."""
     import copy
     import tempfile
 
@@ -158,20 +173,24 @@ def time_updates(repeats: int) -> list[dict]:
         runner = OnPolicyRunner(cfg, Path(tempfile.mkdtemp()))
         runner.collect()
         state = copy.deepcopy(runner.rule.state_dict())
-        times: dict[bool, list[float]] = {False: [], True: []}
+        variants = {"loop": (False, False), "fused": (True, False), "kernel": (True, True)}  # (fused, kernel)
+        times: dict[str, list[float]] = {name: [] for name in variants}
         for _ in range(repeats):
-            for fused in (False, True):
+            for name, (fused, kernel) in variants.items():
                 layers.speed_kit_enabled = (lambda: True) if fused else (lambda: False)  # the GRU's switch only
+                use_kernel(kernel)
                 runner.rule.load_state_dict(state)
                 torch.manual_seed(0)
                 start = CLOCK()
                 runner.rule.update(copy.copy(runner.batch))
-                times[fused].append(CLOCK() - start)
+                times[name].append(CLOCK() - start)
         layers.speed_kit_enabled = lambda: True
+        use_kernel(True)
         runner.close()
-        off, on = statistics.median(times[False]), statistics.median(times[True])
-        rows.append({"sharing": sharing, "loop_s": off, "fused_s": on})
-        print(f"MAPPO update, MPE JaxMARL settings, {sharing:8s}: loop {off:.2f} s, fused {on:.2f} s, {off / on:.2f}x")
+        med = {name: statistics.median(v) for name, v in times.items()}
+        rows.append({"sharing": sharing, "loop_s": med["loop"], "fused_s": med["fused"], "kernel_s": med["kernel"]})
+        print(f"MAPPO update, MPE JaxMARL settings, {sharing:8s}: loop {med['loop']:.2f} s, "
+              f"fused {med['fused']:.2f} s, kernel {med['kernel']:.2f} s ({med['loop'] / med['kernel']:.2f}x the loop)")
     return rows
 
 
@@ -194,7 +213,7 @@ def main() -> None:
     rows = []
     print(f"L={args.steps}, H={HIDDEN}, median of {args.repeats} ({args.clock} ms, forward+backward); "
           f"torch threads {torch.get_num_threads()}")
-    print(f"{'shape':32s} {'loop':>8s} {'fused':>8s} {'torch.gru':>10s} {'jit':>8s}  fused speed-up")
+    print(f"{'shape':32s} {'loop':>8s} {'fused':>8s} {'kernel':>8s} {'torch.gru':>10s} {'jit':>8s}  kernel speed-up")
     for label, batch, n, width, groups, resets in SHAPES:
         torch.manual_seed(0)
         cell = GroupedGRUCell(groups, width, HIDDEN)
@@ -202,7 +221,7 @@ def main() -> None:
         h = torch.randn(batch, n, HIDDEN, requires_grad=True)
         starts = make_starts(resets, args.steps, batch, n, gen)
         cot = torch.randn(args.steps, batch, n, HIDDEN)
-        candidates = {"loop": _cell(False), "fused": _cell(True)}
+        candidates = {"loop": _cell(False), "fused": _cell(True), "kernel": _cell(True, kernel=True)}
         if args.all:
             candidates["torch.gru"] = _torch_gru_segments
             if groups == 1:
@@ -217,8 +236,9 @@ def main() -> None:
         ms = {name: 1e3 * statistics.median(v) for name, v in times.items()}
         rows.append({"shape": label, "steps": args.steps, "batch": batch, "agents": n, "in": width,
                      "groups": groups, "resets": resets, "ms": ms})
-        print(f"{label:32s} {ms['loop']:8.1f} {ms['fused']:8.1f} {ms.get('torch.gru', float('nan')):10.1f} "
-              f"{ms.get('jit', float('nan')):8.1f}  {ms['loop'] / ms['fused']:.2f}x")
+        print(f"{label:32s} {ms['loop']:8.1f} {ms['fused']:8.1f} {ms['kernel']:8.1f} "
+              f"{ms.get('torch.gru', float('nan')):10.1f} {ms.get('jit', float('nan')):8.1f}  "
+              f"{ms['loop'] / ms['kernel']:.2f}x")
     updates = time_updates(args.repeats) if args.update else []
     if args.out is not None:
         args.out.write_text(json.dumps({"sequences": rows, "updates": updates}, indent=1))

@@ -24,6 +24,10 @@ Backward, with ``δ_t = ∂L/∂h_t`` (the output's gradient plus the next step'
     ∂g = [δr, δz, δn ⊙ r];  ∂x = [δr, δz, δn];  δ_{t-1} = keep_t ⊙ (δ_t ⊙ z + ∂g W_h)
     ∂W_h = Σ_t ∂gᵀ h̃;  ∂b_h = Σ_t ∂g
 
+On the CPU in float32 both loops run in C++ when the speed kit's kernel is available
+(:mod:`marlopt.models.gru_kernel`: the same equations, one ATen matmul and one vectorised loop per
+step); elsewhere (CUDA, float64, no compiler) in the Python below.
+
 Where a second derivative is asked for (``create_graph=True``: HATRPO's Fisher-vector product) or
 the cotangents are batched (``is_grads_batched=True``: GRASP's per-agent gradients), the backward
 recomputes the sequence with the differentiable cell equations and differentiates that, so those
@@ -36,6 +40,8 @@ from typing import Any
 
 import torch
 from torch import Tensor
+
+from marlopt.models import gru_kernel
 
 
 def reference_sequence(
@@ -76,6 +82,15 @@ class _GRUSequence(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, gates_x: Tensor, h0: Tensor, w_h: Tensor, b_h: Tensor, keep: Tensor | None):  # type: ignore[override]
+        kernel = _kernel_for(gates_x, h0, w_h, b_h)
+        ctx.kernel = kernel
+        if kernel is not None:
+            keep_rows = gates_x.new_empty(0) if keep is None else keep.reshape(keep.shape[:3]).contiguous()
+            w_t = w_h.transpose(1, 2).contiguous()
+            out, *saved = kernel.forward(gates_x.contiguous(), h0.contiguous(), w_t, b_h.unsqueeze(1), keep_rows)
+            ctx.steps = (keep_rows, *saved)
+            ctx.save_for_backward(gates_x, h0, w_h, b_h, keep)
+            return out, out[-1].clone()
         hidden = h0.shape[-1]
         resets = _reset_steps(keep)
         w_t, bias = w_h.transpose(1, 2).contiguous(), b_h.unsqueeze(1)  # contiguous: MKL's faster case
@@ -101,6 +116,10 @@ class _GRUSequence(torch.autograd.Function):
         gates_x, h0, w_h, b_h, keep = ctx.saved_tensors
         if torch.is_grad_enabled() or _batched(d_out) or _batched(d_last):  # see _recompute_backward
             return _recompute_backward(ctx, d_out, d_last, gates_x, h0, w_h, b_h, keep)
+        if ctx.kernel is not None:
+            d_x, d_h0, d_w, d_b = ctx.kernel.backward(d_out.contiguous(), d_last.contiguous(), w_h.contiguous(),
+                                                      *ctx.steps)
+            return d_x, d_h0, d_w, d_b, None
         h_tilde, rz, n, diff, g_n = ctx.steps
         steps, groups, rows, hidden = d_out.shape
         resets = ctx.resets
@@ -142,6 +161,13 @@ class _GRUSequence(torch.autograd.Function):
             d_w.baddbmm_(flat_g.transpose(1, 2), torch.stack(h_tilde[start:end], 1).reshape(groups, -1, hidden))
             d_b.add_(flat_g.sum(1))
         return d_x, delta, d_w, d_b, None
+
+
+def _kernel_for(*tensors: Tensor) -> Any | None:
+    """The C++ kernel's ops where they apply to these tensors (CPU, float32), else None."""
+    if any(t.device.type != "cpu" or t.dtype != torch.float32 for t in tensors):
+        return None
+    return gru_kernel.ops()
 
 
 def _reset_steps(keep: Tensor | None) -> frozenset[int]:

@@ -2,7 +2,8 @@
 (``GroupedGRUCell`` with the speed kit off): outputs, final state and the gradients to the inputs,
 the initial state and every weight, over random shapes and random episode resets; shared and
 per-agent weights, one agent's slice (``group=i``), no resets; second derivatives (HATRPO's
-Fisher-vector product) and batched cotangents (GRASP's per-agent gradients)."""
+Fisher-vector product) and batched cotangents (GRASP's per-agent gradients). Every case runs
+twice: through the C++ kernel (marlopt.models.gru_kernel; CPU float32) and through the Python loop."""
 
 from __future__ import annotations
 
@@ -13,10 +14,25 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from marlopt.models import gru_kernel
 from marlopt.models.layers import GroupedGRUCell
 from marlopt.optim import set_speed_kit, speed_kit_enabled
 
 ATOL = 1e-5
+
+
+@pytest.fixture(scope="module", autouse=True, params=["kernel", "python"])
+def fused_implementation(request):
+    """The fused sequence's two implementations: the C++ kernel, or the Python loop (the kernel
+    reported unavailable)."""
+    saved = dict(gru_kernel._loaded)
+    if request.param == "kernel" and gru_kernel.ops() is None:
+        pytest.skip(f"the CPU GRU kernel is unavailable here ({gru_kernel.unavailable_reason() or 'build failed'})")
+    if request.param == "python":
+        gru_kernel._loaded["ops"] = None
+    yield request.param
+    gru_kernel._loaded.clear()
+    gru_kernel._loaded.update(saved)
 
 
 @contextmanager
