@@ -55,6 +55,10 @@ class ModelConfig:
     recurrent: bool = True  # GRU after the MLP; False = pure MLP policy
     rnn_hidden: int = 64  # GRU hidden size
     data_chunk_length: int = 10  # BPTT chunk length (recurrent only)
+    rnn_layer_norm: bool = True  # LayerNorm on the GRU's output (the MAPPO reference's RNNLayer); recurrent only
+    # MLP layers after the GRU, before the heads (recurrent only; JaxMARL's MAPPO: [128]); [] = the
+    # heads read the GRU's (normalised) output
+    post_rnn_sizes: list[int] = field(default_factory=list)
     sharing: str = "shared"  # shared | separate | hybrid (shared backbone, per-agent heads)
     agent_id: bool = True  # append the one-hot agent id to the actor input (shared/hybrid)
     critic_agent_id: bool = False  # append it to the critic's input too
@@ -94,6 +98,8 @@ class ModelConfig:
         for size in self.hidden_sizes:
             _positive(size, "model.hidden_sizes")
         _positive(self.rnn_hidden, "model.rnn_hidden")
+        for size in self.post_rnn_sizes:
+            _positive(size, "model.post_rnn_sizes")
         _positive(self.data_chunk_length, "model.data_chunk_length")
         _one_of(self.sharing, ("shared", "separate", "hybrid"), "model.sharing")
         _one_of(self.activation, ("relu", "tanh"), "model.activation")

@@ -1,4 +1,4 @@
-"""The feature trunk shared by actors and critics: input LayerNorm → MLP → optional GRU."""
+"""The feature trunk shared by actors and critics: input LayerNorm → MLP → optional GRU → optional MLP."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ class Trunk(nn.Module):
 
     MAPPO's feature extractor: optional LayerNorm of the raw inputs ("feature normalisation"),
     ``Linear → activation → LayerNorm`` per hidden layer (orthogonal init, gain √2), then a GRU
-    whose hidden state is zeroed at episode starts, followed by a LayerNorm.
+    whose hidden state is zeroed at episode starts, followed by a LayerNorm (``model.rnn_layer_norm``)
+    and, where ``model.post_rnn_sizes`` names any, more ``Linear → activation → LayerNorm`` layers
+    (JaxMARL's MAPPO: one Dense(128) + relu after its GRU).
     """
 
     def __init__(self, groups: int, in_features: int, cfg: ModelConfig):
@@ -34,10 +36,21 @@ class Trunk(nn.Module):
         self.act = ACTIVATIONS[cfg.activation]
         self.recurrent = cfg.recurrent
         self.hidden_size = cfg.rnn_hidden if cfg.recurrent else 0
+        self._post_layers: list[tuple[GroupedLinear, GroupedLayerNorm | None]] = []
         if cfg.recurrent:
             self.gru = GroupedGRUCell(groups, width, cfg.rnn_hidden)
-            self.gru_norm = GroupedLayerNorm(groups, cfg.rnn_hidden)
+            self.gru_norm = GroupedLayerNorm(groups, cfg.rnn_hidden) if cfg.rnn_layer_norm else None
             width = cfg.rnn_hidden
+            self.post_linears = nn.ModuleList()
+            self.post_norms = nn.ModuleList()
+            for size in cfg.post_rnn_sizes:
+                linear = GroupedLinear(groups, width, size)
+                norm = GroupedLayerNorm(groups, size) if cfg.layer_norm else None
+                self.post_linears.append(linear)
+                if norm is not None:
+                    self.post_norms.append(norm)
+                self._post_layers.append((linear, norm))
+                width = size
         self.out_features = width
 
     def hidden_layers(self, x: Tensor, group: int | None = None, preactivated: bool = False) -> Tensor:
@@ -81,4 +94,10 @@ class Trunk(nn.Module):
         out, h = self.gru(x, h, starts, group)
         if hidden_sequence is not None:
             hidden_sequence.append(out)  # the GRU's outputs are its states
-        return self.gru_norm(out, group), h
+        if self.gru_norm is not None:
+            out = self.gru_norm(out, group)
+        for linear, norm in self._post_layers:
+            out = self.act(linear.forward(out, group))
+            if norm is not None:
+                out = norm.forward(out, group)
+        return out, h
