@@ -2,7 +2,7 @@
 (its Python loop and its C++ kernel).
 
     python scripts/bench_gru.py [--repeats 7] [--steps 128] [--threads 0] [--clock wall|cpu] [--all]
-                                [--update] [--out FILE.json]
+                                [--update] [--profile] [--out FILE.json]
 
 For each shape (``L`` steps, ``B`` chunks, ``N`` agents, input width, hidden 128, shared weights
 ``G = 1`` or one set per agent ``G = N``, episode resets synchronised every 25 steps as in MPE or
@@ -16,7 +16,8 @@ with ``--threads 1``). ``--all`` adds the slower candidates (torch.gru, jit) to 
 MPE settings (``UPDATE_OVERRIDES``: GRU 128, BPTT over the whole 128-step rollout, 4 epochs × 4
 minibatches, 16 envs), shared and separate actors, with the GRU as the cell loop, the fused Python
 loop and the fused C++ kernel (every other speed-kit trick on in all three), interleaved over
-``--repeats`` rounds.
+``--repeats`` rounds. ``--profile``: torch.profiler over one such update (shared actor, kernel on),
+self CPU time per op and the shares of the kernel, the other matmuls, Adam and the rest.
 
 Candidates:
 - ``loop``: ``GroupedGRUCell`` with the speed kit off (today's cell loop, autograd per op);
@@ -194,6 +195,48 @@ def time_updates(repeats: int) -> list[dict]:
     return rows
 
 
+def profile_update(sharing: str = "shared", top: int = 15) -> dict:
+    """torch.profiler over one MAPPO update at JaxMARL's MPE settings (kernel on): self CPU time per op,
+    and the shares of the GRU kernel, of the other matmuls and of everything else."""
+    import tempfile
+
+    from torch.profiler import ProfilerActivity, profile
+
+    from marlopt.cli import compose
+    from marlopt.config import to_objects
+    from marlopt.runners.on_policy import OnPolicyRunner
+
+    use_kernel(True)
+    cfg = to_objects(compose([*UPDATE_OVERRIDES, f"model.sharing={sharing}"]))
+    runner = OnPolicyRunner(cfg, Path(tempfile.mkdtemp()))
+    runner.collect()
+    runner.rule.update(runner.batch)  # warm-up
+    runner.collect()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        start = time.perf_counter()
+        runner.rule.update(runner.batch)
+        wall = time.perf_counter() - start
+    runner.close()
+    events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
+    total = sum(e.self_cpu_time_total for e in events)
+    groups = {"GRU kernel (marlopt_gru::forward/backward)": ("marlopt_gru::",),
+              "other matmuls (addmm, mm, bmm, baddbmm)": ("aten::addmm", "aten::mm", "aten::bmm", "aten::baddbmm"),
+              "Adam steps": ("aten::_fused_adam_", "aten::_foreach"),
+              "autograd engine": ("autograd::engine",)}
+    shares = {name: sum(e.self_cpu_time_total for e in events if e.key.startswith(prefixes)) / total
+              for name, prefixes in groups.items()}
+    shares["everything else"] = 1.0 - sum(shares.values())
+    ops = sorted(events, key=lambda e: -e.self_cpu_time_total)[:top]
+    rows = [{"op": e.key, "calls": e.count, "self_ms": e.self_cpu_time_total / 1e3,
+             "share": e.self_cpu_time_total / total} for e in ops]
+    print(f"profile of one MAPPO update ({sharing}, wall {wall:.2f} s under the profiler, self CPU {total / 1e6:.2f} s)")
+    for name, share in shares.items():
+        print(f"  {name:45s} {share:6.1%}")
+    for r in rows:
+        print(f"  {r['op']:45s} {r['calls']:7d} calls {r['self_ms']:9.1f} ms {r['share']:6.1%}")
+    return {"sharing": sharing, "wall_s": wall, "self_cpu_s": total / 1e6, "shares": shares, "top_ops": rows}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=7)
@@ -202,6 +245,7 @@ def main() -> None:
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall")
     parser.add_argument("--all", action="store_true", help="also time torch.gru over segments and the jit loop")
     parser.add_argument("--update", action="store_true", help="also time whole MAPPO updates (JaxMARL's MPE settings)")
+    parser.add_argument("--profile", action="store_true", help="also profile one MAPPO update (kernel on)")
     parser.add_argument("--out", type=Path, default=None, help="also write the table as JSON")
     args = parser.parse_args()
     if args.threads:
@@ -240,8 +284,9 @@ def main() -> None:
               f"{ms.get('torch.gru', float('nan')):10.1f} {ms.get('jit', float('nan')):8.1f}  "
               f"{ms['loop'] / ms['kernel']:.2f}x")
     updates = time_updates(args.repeats) if args.update else []
+    profiled = profile_update() if args.profile else None
     if args.out is not None:
-        args.out.write_text(json.dumps({"sequences": rows, "updates": updates}, indent=1))
+        args.out.write_text(json.dumps({"sequences": rows, "updates": updates, "profile": profiled}, indent=1))
 
 
 if __name__ == "__main__":

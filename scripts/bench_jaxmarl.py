@@ -21,7 +21,9 @@ Per side: frames/s, wall-clock time-to-threshold, peak memory of the process tre
   row per ``envs x 128`` frames) is at or above it.
 - return: team return per episode in both (MPE: the sum of the agents' rewards, which JaxMARL's
   ``MPELogWrapper`` logs as each agent's reward x 3, averaged over the agents; SMAX: the shared ally
-  reward). JaxMARL's row value is its own logged ``returns``; marlopt's ``train/return_mean``.
+  reward). JaxMARL's row value is its own logged ``returns``; marlopt's ``train/return_mean`` times
+  ``TASKS[task]["return_scale"]`` (MPE: marlopt trains on the mean of the agents' rewards, x 3 is
+  their sum).
   ``final return`` = mean of the last ``--window`` rows.
 - random policy: uniform over available actions, JaxMARL's env and log wrapper (the config's
   ``ENV_NAME``/``MAP_NAME``/``ENV_KWARGS``), ``--random-episodes`` episodes, run in the anchor venv.
@@ -51,10 +53,13 @@ Mapping, JaxMARL config key -> marlopt override (MPE; SMAX differs where marked)
     FC_DIM_SIZE=128, relu             model.hidden_sizes=[128] model.activation=relu (the scripts
                                       hard-code relu; MPE's ACTIVATION=tanh is unused)
     GRU_HIDDEN_DIM=128                model.recurrent=true model.rnn_hidden=128
+    Dense(128)+relu after the GRU,    model.post_rnn_sizes=[128] model.rnn_layer_norm=false
+      no LayerNorm on its output
     BPTT over the whole rollout       model.data_chunk_length=128
     UPDATE_EPOCHS=4                   algo.ppo_epochs=4
     NUM_MINIBATCHES=4 (over actors)   algo.num_minibatches=4 (over 128-step chunks = actors)
     LR=2e-3, Adam eps 1e-5            algo.lr=2e-3 algo.critic_lr=2e-3 algo.adam_eps=1e-5
+    ANNEAL_LR=True (linear to 0)      algo.lr_schedule=linear
     MAX_GRAD_NORM=0.5 (SMAX 0.25)     algo.max_grad_norm=0.5 (0.25), per optimiser in both
     GAMMA=0.99, GAE_LAMBDA=0.95       algo.gamma=0.99 algo.gae_lambda=0.95
     CLIP_EPS=0.2 (policy and value)   algo.objective.clip=0.2 algo.value_clip=0.2
@@ -68,6 +73,9 @@ Mapping, JaxMARL config key -> marlopt override (MPE; SMAX differs where marked)
     critic: all obs concatenated      model.critic_agent_id=false (MPE state = the concatenated obs)
     SMAX critic: world state + id     env.state_type=FP (world state + one-hot ally id)
     MPE_simple_spread_v3 (25 steps)   env=mpe map=simple_spread env.continuous=false env.options.max_cycles=25
+                                      env.backend=jax (JaxMARL's own MPE; --mpe-backend mpe2: the mpe2 package)
+    each agent trains on its own      +env.options.team_reward=mean (one agent's reward scale: the
+      reward (MPE)                    critic's targets and value clip in the same units; see UNMATCHED)
     HeuristicEnemySMAX 2s3z           env=smax map=2s3z env.vector=batched +env.options.see_enemy_actions=true
       + ENV_KWARGS                    +env.options.walls_cause_death=true +env.options.attack_mode=closest
     SEED                              seed
@@ -80,7 +88,6 @@ import json
 import os
 import platform
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -99,33 +106,33 @@ TESTED_COMMIT = "c793d095618c6d3edfb5632802348f57b70a4b94"
 ROLLOUT = 128
 TASKS: dict[str, dict[str, Any]] = {
     "mpe": {"script": "baselines/MAPPO/mappo_rnn_mpe.py", "config": "mappo_homogenous_rnn_mpe", "envs": 16,
-            "delta": 20.0, "label": "MPE simple_spread (3 agents, 25 steps), 16 envs x 128"},
+            "delta": 20.0, "label": "MPE simple_spread (3 agents, 25 steps), 16 envs x 128", "return_scale": 3.0},
     "smax": {"script": "baselines/MAPPO/mappo_rnn_smax.py", "config": "mappo_homogenous_rnn_smax", "envs": 128,
-             "delta": 0.5, "label": "SMAX 2s3z vs the heuristic enemy, 128 envs x 128"},
+             "delta": 0.5, "label": "SMAX 2s3z vs the heuristic enemy, 128 envs x 128", "return_scale": 1.0},
 }
 COMMON_OVERRIDES = [
     "algo=mappo", f"rollout_length={ROLLOUT}", "model.hidden_sizes=[128]", "model.activation=relu",
     "model.recurrent=true", "model.rnn_hidden=128", f"model.data_chunk_length={ROLLOUT}",
+    "model.post_rnn_sizes=[128]", "model.rnn_layer_norm=false",
     "algo.ppo_epochs=4", "algo.num_minibatches=4", "algo.lr=2e-3", "algo.critic_lr=2e-3", "algo.adam_eps=1e-5",
+    "algo.lr_schedule=linear",
     "algo.gamma=0.99", "algo.gae_lambda=0.95", "algo.objective.clip=0.2", "algo.value_clip=0.2",
     "algo.huber_delta=null", "algo.value_loss_coef=0.5", "algo.use_valuenorm=false", "algo.advantage_norm=true",
     "model.feature_norm=false", "model.layer_norm=false", "model.sharing=shared", "model.agent_id=false",
     "model.head_gain=0.01", "model.critic_agent_id=false",
 ]
 TASK_OVERRIDES = {
-    "mpe": ["env=mpe", "map=simple_spread", "env.continuous=false", "env.options.max_cycles=25", "n_envs=16",
-            "algo.max_grad_norm=0.5", "algo.entropy_coef=0.01"],
+    "mpe": ["env=mpe", "map=simple_spread", "env.continuous=false", "env.options.max_cycles=25",
+            "+env.options.team_reward=mean", "n_envs=16", "algo.max_grad_norm=0.5", "algo.entropy_coef=0.01"],
     "smax": ["env=smax", "map=2s3z", "env.vector=batched", "env.state_type=FP", "+env.options.see_enemy_actions=true",
              "+env.options.walls_cause_death=true", "+env.options.attack_mode=closest", "n_envs=128",
              "algo.max_grad_norm=0.25", "algo.entropy_coef=0.0"],
 }
 UNMATCHED = [
-    "Learning-rate annealing: JaxMARL anneals both learning rates linearly to 0 over the run "
-    "(ANNEAL_LR=True); marlopt keeps them constant.",
-    "Network: JaxMARL has a Dense(128)+relu after the GRU before each head; marlopt's heads read the GRU "
-    "output directly.",
-    "Rewards: JaxMARL's MPE trains each agent on its own reward (MPELogWrapper's x 3 is in the logged returns "
-    "only); marlopt trains on the team reward (the sum of the agents' rewards). SMAX: the shared reward in both.",
+    "Rewards: JaxMARL's MPE trains each agent on its own reward (half the shared landmark term, half its own "
+    "collisions; MPELogWrapper's x 3 is in the logged returns only); marlopt trains every agent on the mean of the "
+    "agents' rewards (the same scale, the collision term shared; its returns x 3 in the reports). "
+    "SMAX: the shared reward in both.",
     "Advantage normalisation: JaxMARL per minibatch; marlopt over the batch's active samples.",
     "Time limits: JaxMARL treats an episode's end as terminal (no bootstrap); marlopt bootstraps at truncation.",
     "Compilation: JaxMARL compiles the whole training loop with XLA (compile time in its wall time and "
@@ -135,12 +142,19 @@ UNMATCHED = [
 ]
 
 
-def marlopt_overrides(task: str, frames: int, seed: int) -> list[str]:
-    """marlopt.train overrides for JaxMARL's ``task`` settings, ``frames`` rounded to whole iterations."""
+def marlopt_overrides(task: str, frames: int, seed: int, mpe_backend: str = "jax",
+                      extra: list[str] | None = None) -> list[str]:
+    """marlopt.train overrides for JaxMARL's ``task`` settings, ``frames`` rounded to whole iterations;
+    ``extra`` (``--override``) last, so it wins."""
     from benchmark import run_settings
 
-    return [*TASK_OVERRIDES[task], *COMMON_OVERRIDES, f"seed={seed}",
-            *run_settings(whole_frames(task, frames), 1)]
+    backend = [f"env.backend={mpe_backend}"] if task == "mpe" else []
+    return [*TASK_OVERRIDES[task], *backend, *COMMON_OVERRIDES, f"seed={seed}",
+            *run_settings(whole_frames(task, frames), 1), *(extra or [])]
+
+
+def overrides_of(args: argparse.Namespace) -> list[str]:
+    return marlopt_overrides(args.task, args.frames, args.seed, args.mpe_backend, args.override)
 
 
 def whole_frames(task: str, frames: int) -> int:
@@ -286,49 +300,27 @@ def anchor_env(checkout: Path) -> dict[str, str]:
 # --------------------------------------------------------------------------------------------------
 def run_watched(cmd: list[str], log_path: Path, tail_path: Path, parse: Callable[[str], dict | None],
                 interval: float, timeout: float | None, env: dict[str, str], cwd: Path) -> dict[str, Any]:
-    """Run ``cmd``; every ``interval`` s sample its tree's memory and read new lines of ``tail_path``,
-    stamping each parsed row with ``t`` = seconds since the process was started."""
-    from benchmark import tree_memory
+    """Run ``cmd`` through ``benchmark.run_monitored`` (memory sampled every ``interval`` s); after
+    each sample read the new lines of ``tail_path``, stamping each parsed row with ``t`` = seconds
+    since the process was started."""
+    from benchmark import run_monitored
 
-    peak_rss = peak_pss = peak_procs = 0
     rows: list[dict] = []
-    offset, pending = 0, ""
-    t0 = time.perf_counter()
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=cwd, env=env, start_new_session=True)
-        timed_out = False
-        try:
-            while True:
-                rc = proc.poll()
-                rss, pss, n = tree_memory(proc.pid)
-                peak_rss, peak_pss, peak_procs = max(peak_rss, rss), max(peak_pss, pss), max(peak_procs, n)
-                now = time.perf_counter() - t0
-                if tail_path.is_file():
-                    with open(tail_path, errors="replace") as f:
-                        f.seek(offset)
-                        chunk = f.read()
-                        offset = f.tell()
-                    lines = (pending + chunk).split("\n")
-                    pending = lines.pop()
-                    rows += [{**row, "t": now} for row in map(parse, lines) if row is not None]
-                if rc is not None:
-                    break
-                if timeout is not None and now > timeout:
-                    timed_out = True
-                    os.killpg(proc.pid, signal.SIGTERM)  # the run's own session
-                    try:
-                        proc.wait(30)
-                    except subprocess.TimeoutExpired:
-                        os.killpg(proc.pid, signal.SIGKILL)
-                    break
-                time.sleep(interval)
-        except KeyboardInterrupt:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait()
-            raise
-    return {"command": cmd, "returncode": proc.wait(), "timed_out": timed_out, "wall_s": time.perf_counter() - t0,
-            "peak_rss_mib": peak_rss / 1024, "peak_pss_mib": peak_pss / 1024, "peak_processes": peak_procs,
-            "rows": rows, "log": str(log_path)}
+    tail = {"offset": 0, "pending": ""}
+
+    def read_new_rows(now: float) -> None:
+        if not tail_path.is_file():
+            return
+        with open(tail_path, errors="replace") as f:
+            f.seek(tail["offset"])
+            chunk = f.read()
+            tail["offset"] = f.tell()
+        lines = (tail["pending"] + chunk).split("\n")
+        tail["pending"] = lines.pop()
+        rows.extend({**row, "t": now} for row in map(parse, lines) if row is not None)
+
+    mon = run_monitored(cmd, log_path, interval, timeout=timeout, env=env, cwd=cwd, on_sample=read_new_rows)
+    return {"command": cmd, **mon, "rows": rows}
 
 
 def parse_jaxmarl(line: str) -> dict | None:
@@ -379,7 +371,7 @@ def run_marlopt(args: argparse.Namespace, work: Path, threshold: float | None) -
     from benchmark import marlopt_command, read_metrics
 
     run_dir = work / "run"
-    cmd = marlopt_command(marlopt_overrides(args.task, args.frames, args.seed), run_dir)
+    cmd = marlopt_command(overrides_of(args), run_dir)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     mon = run_watched(cmd, work / "stdout.log", run_dir / "metrics.jsonl", parse_marlopt, args.sample_interval,
                       args.timeout, env, REPO)
@@ -387,7 +379,8 @@ def run_marlopt(args: argparse.Namespace, work: Path, threshold: float | None) -
         log = Path(mon["log"]).read_text(errors="replace").splitlines()
         return {"name": "marlopt", **mon, "error": "\n".join(log[-15:])}
     m = read_metrics(run_dir)
-    curve = [(r["t"], int(r["step"]), r.get("train/return_mean", float("nan"))) for r in mon["rows"]]
+    scale = TASKS[args.task]["return_scale"]  # in JaxMARL's units (module docstring)
+    curve = [(r["t"], int(r["step"]), scale * r.get("train/return_mean", float("nan"))) for r in mon["rows"]]
     first = mon["rows"][0] if mon["rows"] else None  # startup = until the first update began
     startup = first["t"] - first["time/rollout_s"] - first["time/update_s"] if first else None
     res = side_result("marlopt", mon, curve, m["frames"], m["loop_s"], startup, threshold, args.window)
@@ -404,45 +397,83 @@ def _fmt(value: Any, digits: int = 1) -> str:
     return f"{value:,.{digits}f}" if isinstance(value, float) else f"{value:,}"
 
 
+RUN_COLUMNS = ["run", "rep (seed)", "frames", "time to threshold s", "fps (loop)", "fps (wall)", "compile/startup s",
+               "wall s", "peak RSS MiB (procs)", "peak PSS MiB", "return first -> final", "final - random"]
+
+
 def markdown(report: dict[str, Any]) -> str:
+    from benchmark import failed_row, table_start
+
     rp, delta = report.get("random_policy", {}), report["delta"]
     lines = [f"{report['task']}; threshold = random {_fmt(rp.get('return_mean'), 2)} + {delta:g} = "
              f"{_fmt(report.get('threshold'), 2)} (trailing mean of {report['window']} updates)", "",
-             "| run | rep | frames | time to threshold s | fps (loop) | fps (wall) | compile/startup s | wall s "
-             "| peak RSS MiB (procs) | peak PSS MiB | return first -> final | final - random |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             *table_start(RUN_COLUMNS)]
     for r in report["runs"]:
         if "error" in r:
-            lines.append(f"| {r['name']} | {r['repeat']} | FAILED (rc {r.get('returncode')}) |" + " |" * 9)
+            lines.append(failed_row(r, len(RUN_COLUMNS)))
             continue
         start = r.get("startup_s")
         gain = None if r["return_final"] is None or "return_mean" not in rp else r["return_final"] - rp["return_mean"]
-        lines.append(f"| {r['name']} | {r['repeat']} | {_fmt(r['frames'])} | {_fmt(r['time_to_threshold_s'])} "
+        lines.append(f"| {r['name']} | {r['repeat']} ({r.get('seed', '-')}) | {_fmt(r['frames'])} "
+                     f"| {_fmt(r['time_to_threshold_s'])} "
                      f"| {_fmt(r['fps_loop'])} | {_fmt(r['fps_wall'])} | {_fmt(start)} | {_fmt(r['wall_s'])} "
                      f"| {_fmt(r['peak_rss_mib'], 0)} ({r['peak_processes']}) | {_fmt(r['peak_pss_mib'], 0)} "
                      f"| {_fmt(r['return_first'], 2)} -> {_fmt(r['return_final'], 2)} | {_fmt(gain, 2)} |")
     s = report.get("summary", {})
-    if s:
+    if s.get("ratios"):
         lines += ["", "| ratio marlopt / jaxmarl (median over repeats) | value |", "|---|---|"]
-        lines += [f"| {k} | {_fmt(v, 2)} |" for k, v in s.items()]
+        lines += [f"| {k} | {_fmt(v, 2)} |" for k, v in s["ratios"].items()]
+    if s.get("sides"):
+        lines += ["", "| side | final - random, mean ± t95 over seeds | time to threshold s, median (reached) |",
+                  "|---|---|---|"]
+        for name, side in s["sides"].items():
+            gain = "-" if side["gain_mean"] is None else f"{side['gain_mean']:+.1f} ± {_fmt(side['gain_t95'], 1)}"
+            lines.append(f"| {name} | {gain} (n = {side['n']}) | {_fmt(side['time_to_threshold_median'])} "
+                         f"({side['reached']}/{side['n']}) |")
     lines += ["", "compile / startup s: JaxMARL's XLA compile of the training program (its patch's timer); marlopt's "
-              "seconds from process start to its first update. Time to threshold counts from process start in both."]
+              "seconds from process start to its first update. Time to threshold counts from process start in both. "
+              "Repeat k runs seed (--seed + k) on both sides."]
     return "\n".join(lines)
 
 
-def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
+def mean_t95(values: list[float]) -> tuple[float | None, float | None]:
+    """Mean and the half-width of its Student-t 95% interval (None where undefined)."""
+    if not values:
+        return None, None
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return mean, None
+    from scipy.stats import t
+
+    return mean, float(t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / len(values) ** 0.5)
+
+
+def summarise(runs: list[dict[str, Any]], random_return: float | None = None) -> dict[str, Any]:
+    """``ratios``: marlopt / JaxMARL per pair (frames/s, peak memory), median over the pairs;
+    ``sides``: per side, final return − random (mean ± t95 over the repeats' seeds) and time to threshold."""
     pairs: dict[int, dict[str, dict]] = {}
     for r in runs:
         if "error" not in r:
             pairs.setdefault(r["repeat"], {})[r["name"]] = r
-    pairs = {k: v for k, v in pairs.items() if len(v) == 2}
-    out: dict[str, Any] = {}
-    for key in ("fps_loop", "fps_wall", "peak_rss_mib"):
-        vals = [p["marlopt"][key] / p["jaxmarl"][key] for p in pairs.values()
+    complete = {k: v for k, v in pairs.items() if len(v) == 2}
+    ratios: dict[str, Any] = {}
+    for key in ("fps_loop", "fps_wall", "peak_rss_mib", "time_to_threshold_s"):
+        vals = [p["marlopt"][key] / p["jaxmarl"][key] for p in complete.values()
                 if p["marlopt"][key] and p["jaxmarl"][key]]
         if vals:
-            out[f"{key} ratio"] = statistics.median(vals)
-    return out
+            ratios[f"{key} ratio"] = statistics.median(vals)
+    sides: dict[str, Any] = {}
+    for name in ("jaxmarl", "marlopt"):
+        done = [p[name] for p in pairs.values() if name in p]
+        if not done:
+            continue
+        gains = [r["return_final"] - random_return for r in done
+                 if random_return is not None and r["return_final"] is not None]
+        mean, half = mean_t95(gains)
+        reached = [r["time_to_threshold_s"] for r in done if r["time_to_threshold_s"] is not None]
+        sides[name] = {"n": len(done), "gain_mean": mean, "gain_t95": half, "gains": gains, "reached": len(reached),
+                       "time_to_threshold_median": statistics.median(reached) if reached else None}
+    return {"ratios": ratios, "sides": sides}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -453,9 +484,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--setup", action="store_true", help="create the venv, apply the patch, then exit")
     p.add_argument("--task", choices=tuple(TASKS), default="mpe")
     p.add_argument("--frames", type=int, default=300_000, help="frame budget of each run (default %(default)s)")
-    p.add_argument("--repeats", type=int, default=1, help="pairs, back to back; the order alternates")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="pairs, back to back; the order alternates; repeat k runs seed --seed + k on both sides")
     p.add_argument("--which", default="jaxmarl,marlopt", help="comma-separated subset of %(default)s")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--mpe-backend", choices=("jax", "mpe2"), default="jax",
+                   help="marlopt's MPE simulator (env.backend; default %(default)s: JaxMARL's own MPE)")
+    p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra marlopt.train override, after the mapping's (repeatable; for ablations)")
     p.add_argument("--delta", type=float, default=None, help="threshold = random + delta (default: MPE 20, SMAX 0.5)")
     p.add_argument("--window", type=int, default=3, help="updates in the trailing mean of returns (default 3)")
     p.add_argument("--random-episodes", type=int, default=512)
@@ -499,8 +535,7 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path("<workdir>")
         print("jaxmarl:", " ".join(jaxmarl_command(args.jaxmarl_python, args.jaxmarl_dir, args.task, args.frames,
                                                    args.seed, tmp / "jaxmarl" / "hydra")))
-        print("marlopt:", " ".join(marlopt_command(marlopt_overrides(args.task, args.frames, args.seed),
-                                                   tmp / "marlopt" / "run")))
+        print("marlopt:", " ".join(marlopt_command(overrides_of(args), tmp / "marlopt" / "run")))
         return 0
     if not Path(args.jaxmarl_python).exists():
         print(f"bench_jaxmarl: {args.jaxmarl_python} not found; create the venv first: python "
@@ -513,7 +548,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bench_jaxmarl: run directories under {work}", flush=True)
     report: dict[str, Any] = {"meta": meta(args), "task": TASKS[args.task]["label"], "delta": args.delta,
                               "window": args.window, "jaxmarl_dir": str(args.jaxmarl_dir), "patch": PATCH.name,
-                              "marlopt_overrides": marlopt_overrides(args.task, args.frames, args.seed),
+                              "marlopt_overrides": overrides_of(args),
                               "unmatched": UNMATCHED, "runs": []}
     report["meta"]["platform"] = platform.platform()
     freeze = args.venv / "freeze.txt"
@@ -526,19 +561,20 @@ def main(argv: list[str] | None = None) -> int:
     failed = "error" in rp
     for rep in range(args.repeats):
         order = args.which_list if rep % 2 == 0 else args.which_list[::-1]
+        rep_args = argparse.Namespace(**{**vars(args), "seed": args.seed + rep})  # each repeat: the next seed
         for name in order:
             rdir = work / f"rep{rep}" / name
             rdir.mkdir(parents=True, exist_ok=True)
-            print(f"bench_jaxmarl: repeat {rep} {name} ...", flush=True)
-            res = (run_jaxmarl if name == "jaxmarl" else run_marlopt)(args, rdir, threshold)
-            res["repeat"] = rep
+            print(f"bench_jaxmarl: repeat {rep} (seed {rep_args.seed}) {name} ...", flush=True)
+            res = (run_jaxmarl if name == "jaxmarl" else run_marlopt)(rep_args, rdir, threshold)
+            res["repeat"], res["seed"] = rep, rep_args.seed
             report["runs"].append(res)
             failed |= "error" in res
             print(f"bench_jaxmarl: {name}: " + (f"FAILED; log {res['log']}:\n{res['error']}" if "error" in res else
                   f"{res['frames']} frames, fps loop {_fmt(res['fps_loop'])}, wall {_fmt(res['fps_wall'])}, "
                   f"threshold at {_fmt(res['time_to_threshold_s'])} s, final return {_fmt(res['return_final'], 2)}, "
                   f"peak RSS {res['peak_rss_mib']:.0f} MiB"), flush=True)
-    report["summary"] = summarise(report["runs"])
+    report["summary"] = summarise(report["runs"], rp.get("return_mean"))
     report["meta"]["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     report["markdown"] = markdown(report)
     args.out.parent.mkdir(parents=True, exist_ok=True)

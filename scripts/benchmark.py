@@ -59,7 +59,8 @@ import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
+
 from marlopt.logger import read_metrics as marlopt_metrics
 
 REPO = Path(__file__).resolve().parent.parent
@@ -222,14 +223,16 @@ def tree_memory(pid: int) -> tuple[int, int, int]:
 
 
 def run_monitored(cmd: list[str], log_path: Path, interval: float, watch: Path | None = None,
-                  timeout: float | None = None, env: dict[str, str] | None = None) -> dict[str, Any]:
-    """Run ``cmd`` (output to ``log_path``), sampling its process tree's memory every ``interval`` s."""
+                  timeout: float | None = None, env: dict[str, str] | None = None, cwd: Path = REPO,
+                  on_sample: Callable[[float], None] | None = None) -> dict[str, Any]:
+    """Run ``cmd`` (output to ``log_path``), sampling its process tree's memory every ``interval`` s;
+    ``on_sample(seconds since start)`` runs after each sample (``bench_jaxmarl`` reads new log rows)."""
     peak_rss = peak_pss = peak_procs = samples = 0
     first_seen = None
     load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
     t0 = time.perf_counter()
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env,
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=cwd, env=env,
                                 start_new_session=True)
         timed_out = False
         try:
@@ -240,6 +243,8 @@ def run_monitored(cmd: list[str], log_path: Path, interval: float, watch: Path |
                 peak_rss, peak_pss, peak_procs = max(peak_rss, rss), max(peak_pss, pss), max(peak_procs, n)
                 if watch is not None and first_seen is None and watch.exists():
                     first_seen = time.perf_counter() - t0
+                if on_sample is not None:
+                    on_sample(time.perf_counter() - t0)
                 if rc is not None:
                     break
                 if timeout is not None and time.perf_counter() - t0 > timeout:
@@ -480,13 +485,25 @@ def _fmt(value: Any, digits: int = 1) -> str:
     return f"{value:,}" if isinstance(value, int) else str(value)
 
 
+def table_start(columns: list[str]) -> list[str]:
+    """A markdown table's header row and rule."""
+    return ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+
+
+def failed_row(run: dict[str, Any], columns: int) -> str:
+    """A failed run's row: its name, repeat and return code, the other cells empty."""
+    return f"| {run['name']} | {run['repeat']} | FAILED (rc {run.get('returncode')}) |" + " |" * (columns - 3)
+
+
+RUN_COLUMNS = ["run", "rep", "frames", "loop s", "fps (loop)", "wall s", "fps (wall)", "fps (wall - startup)",
+               "startup s", "collect : update", "peak RSS MiB (procs)", "peak PSS MiB", "return first -> last"]
+
+
 def markdown(report: dict[str, Any]) -> str:
-    lines = ["| run | rep | frames | loop s | fps (loop) | wall s | fps (wall) | fps (wall - startup) | startup s "
-             "| collect : update | peak RSS MiB (procs) | peak PSS MiB | return first -> last |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = table_start(RUN_COLUMNS)
     for r in report["runs"]:
         if "error" in r:
-            lines.append(f"| {r['name']} | {r['repeat']} | FAILED (rc {r.get('returncode')}) |" + " |" * 10)
+            lines.append(failed_row(r, len(RUN_COLUMNS)))
             continue
         split = (f"{r['collect_s'] / (r['collect_s'] + r['train_s']):.0%} : "
                  f"{r['train_s'] / (r['collect_s'] + r['train_s']):.0%}") if r.get("loop_s") else "-"

@@ -37,17 +37,20 @@ def test_marlopt_overrides_compose_to_jaxmarls_settings(task):
     m, a = cfg.model, cfg.algo
     assert (m.hidden_sizes, m.recurrent, m.rnn_hidden, m.data_chunk_length) == ([128], True, 128, 128)
     assert (m.activation, m.feature_norm, m.layer_norm) == ("relu", False, False)
+    assert (m.post_rnn_sizes, m.rnn_layer_norm) == ([128], False)  # Dense(128) + relu after the GRU
     assert (m.sharing, m.agent_id, m.critic_agent_id, m.head_gain) == ("shared", False, False, 0.01)
     assert (a.ppo_epochs, a.num_minibatches, a.lr, a.critic_lr, a.adam_eps) == (4, 4, 2e-3, 2e-3, 1e-5)
     assert (a.gamma, a.gae_lambda, a.value_clip, a.huber_delta, a.use_valuenorm) == (0.99, 0.95, 0.2, None, False)
     assert a.objective["clip"] == 0.2 and a.value_loss_coef == 0.5 and a.advantage_norm
+    assert a.lr_schedule == "linear"  # ANNEAL_LR
     assert (a.max_grad_norm, a.entropy_coef) == {"mpe": (0.5, 0.01), "smax": (0.25, 0.0)}[task]
     if task == "smax":
         assert (cfg.env.name, cfg.env.map_name, cfg.env.vector, cfg.env.state_type) == ("smax", "2s3z", "batched", "FP")
         assert cfg.env.options == {"see_enemy_actions": True, "walls_cause_death": True, "attack_mode": "closest"}
     else:
         assert (cfg.env.name, cfg.env.map_name, cfg.env.continuous) == ("mpe", "simple_spread", False)
-        assert cfg.env.options["max_cycles"] == 25
+        assert cfg.env.options["max_cycles"] == 25 and cfg.env.options["team_reward"] == "mean"
+        assert cfg.env.backend == "jax" and bench.TASKS["mpe"]["return_scale"] == 3.0
     # no mid-run evaluation or checkpoint inside the budget
     assert cfg.eval_interval == 0 and cfg.save_interval > cfg.total_steps and cfg.latest_interval > cfg.total_steps
 
@@ -68,6 +71,7 @@ def test_mapping_matches_the_checkouts_own_config(task):
     assert jc.CLIP_EPS == a.value_clip == a.objective["clip"]
     assert (jc.MAX_GRAD_NORM, jc.ENT_COEF) == (a.max_grad_norm, a.entropy_coef)
     assert not jc.SCALE_CLIP_EPS
+    assert jc.ANNEAL_LR and a.lr_schedule == "linear"
     if task == "smax":
         assert jc.MAP_NAME == cfg.env.map_name and OmegaConf.to_container(jc.ENV_KWARGS) == cfg.env.options
         assert jc.OBS_WITH_AGENT_ID and cfg.env.state_type == "FP"
@@ -139,12 +143,30 @@ def test_side_result_and_summary_ratios():
     mo = {**bench.side_result("marlopt", {**mon, "wall_s": 5.0, "peak_rss_mib": 50.0}, curve, 6144, 1.0, 0.5, -65.0, 1),
           "repeat": 0}
     assert jx["time_to_threshold_s"] == 4.0 and jx["return_final"] == -50.0 and jx["fps_loop"] == 1536.0
-    s = bench.summarise([jx, mo, {"name": "marlopt", "repeat": 1, "error": "x"}])
-    assert s == {"fps_loop ratio": 4.0, "fps_wall ratio": 2.0, "peak_rss_mib ratio": 0.5}
+    s = bench.summarise([jx, mo, {"name": "marlopt", "repeat": 1, "error": "x"}], random_return=-80.0)
+    assert s["ratios"] == {"fps_loop ratio": 4.0, "fps_wall ratio": 2.0, "peak_rss_mib ratio": 0.5,
+                           "time_to_threshold_s ratio": 1.0}
+    assert s["sides"]["marlopt"] == {"n": 1, "gain_mean": 30.0, "gain_t95": None, "gains": [30.0], "reached": 1,
+                                     "time_to_threshold_median": 4.0}
     report = {"task": "t", "delta": 15.0, "window": 1, "threshold": -65.0, "random_policy": {"return_mean": -80.0},
               "runs": [jx, mo, {"name": "jaxmarl", "repeat": 1, "returncode": 1, "error": "boom"}], "summary": s}
     md = bench.markdown(report)
     assert "FAILED (rc 1)" in md and "| 30.00 |" in md and "fps_loop ratio | 4.00" in md
+    assert "| marlopt | +30.0 ± - (n = 1) | 4.0 (1/1) |" in md
+    assert all(line.count("|") == 13 for line in md.splitlines() if line.startswith("| jaxmarl | 1"))
+
+
+def test_seed_statistics_over_repeats_are_the_t95_interval():
+    """Three seeds: mean of final − random and Student-t's 95% half-width (t_{0.975, 2} = 4.303)."""
+    mon = {"wall_s": 10.0, "peak_rss_mib": 100.0, "peak_pss_mib": 90.0, "peak_processes": 1, "rows": []}
+    runs = []
+    for rep, final in enumerate([-60.0, -55.0, -50.0]):
+        curve = [(1.0, 2048, -80.0), (2.0, 4096, final)]
+        runs.append({**bench.side_result("marlopt", mon, curve, 4096, 1.0, 0.5, -58.0, 1), "repeat": rep})
+    side = bench.summarise(runs, random_return=-80.0)["sides"]["marlopt"]
+    assert side["gain_mean"] == pytest.approx(25.0)
+    assert side["gain_t95"] == pytest.approx(4.3027 * 5.0 / math.sqrt(3), rel=1e-4)
+    assert side["reached"] == 2 and side["time_to_threshold_median"] == 2.0
 
 
 def test_vs_entry_accepts_only_jaxmarl(capsys):
@@ -185,3 +207,15 @@ def test_patch_file_touches_only_the_two_baselines():
     removed = [line for line in text.splitlines() if line.startswith("-") and not line.startswith("---")]
     assert all("wandb.log(" in line or "train_jit" in line for line in removed), removed
     assert json.dumps(bench.UNMATCHED)  # the report's list is serialisable
+
+
+def test_backend_and_extra_overrides_come_through_last():
+    """``--mpe-backend mpe2`` picks the mpe2 package; ``--override`` lands after the mapping (it wins)."""
+    from marlopt.cli import compose
+    from marlopt.config import to_objects
+
+    ovr = bench.marlopt_overrides("mpe", 300_000, seed=0, mpe_backend="mpe2", extra=["algo.value_clip=null"])
+    assert ovr[-1] == "algo.value_clip=null"
+    cfg = to_objects(compose(ovr))
+    assert cfg.env.backend == "mpe2" and cfg.algo.value_clip is None
+    assert "env.backend=jax" not in bench.marlopt_overrides("smax", 300_000, seed=0)
