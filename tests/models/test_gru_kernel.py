@@ -97,8 +97,10 @@ def test_the_build_name_changes_with_the_cpu_and_the_source(monkeypatch, tmp_pat
     assert gru_kernel.build_name() != name
 
 
-def test_a_failed_build_says_so_in_one_line_and_falls_back(fresh_loader, monkeypatch, capsys):
+def test_a_failed_build_says_so_in_one_line_and_falls_back(fresh_loader, monkeypatch, capsys, tmp_path):
     from torch.utils import cpp_extension
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))  # the attempt's build directory, not the user's cache
 
     if gru_kernel.unavailable_reason() is not None:
         pytest.skip(f"the kernel is not attempted here ({gru_kernel.unavailable_reason()})")

@@ -33,7 +33,8 @@ def resolve_config(map_name: str, options: dict[str, Any]) -> MpeJaxConfig:
     if unknown:
         raise ValueError(f"unknown MPE option(s) {unknown}; valid options: {list(_OPTIONS)}")
     cfg = MpeJaxConfig(map_name, **options)
-    _raw_kwargs(map_name, cfg.n_agents, cfg.continuous, cfg.max_cycles, cfg.local_ratio, cfg.team_reward)  # ValueError
+    _raw_kwargs(map_name, cfg.n_agents, cfg.continuous, cfg.max_cycles, cfg.local_ratio,
+                cfg.team_reward)  # ValueError
     return dataclasses.replace(
         cfg, n_agents=None if cfg.n_agents is None else int(cfg.n_agents), continuous=bool(cfg.continuous),
         max_cycles=int(cfg.max_cycles), local_ratio=None if cfg.local_ratio is None else float(cfg.local_ratio),
