@@ -82,14 +82,13 @@ class _GRUSequence(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, gates_x: Tensor, h0: Tensor, w_h: Tensor, b_h: Tensor, keep: Tensor | None):  # type: ignore[override]
-        kernel = _kernel_for(gates_x, h0, w_h, b_h)
-        ctx.kernel = kernel
+        ctx.save_for_backward(gates_x, h0, w_h, b_h, keep)
+        kernel = ctx.kernel = _kernel_for(gates_x, h0, w_h, b_h)
         if kernel is not None:
             keep_rows = gates_x.new_empty(0) if keep is None else keep.reshape(keep.shape[:3]).contiguous()
             w_t = w_h.transpose(1, 2).contiguous()
             out, *saved = kernel.forward(gates_x.contiguous(), h0.contiguous(), w_t, b_h.unsqueeze(1), keep_rows)
             ctx.steps = (keep_rows, *saved)
-            ctx.save_for_backward(gates_x, h0, w_h, b_h, keep)
             return out, out[-1].clone()
         hidden = h0.shape[-1]
         resets = _reset_steps(keep)
@@ -108,7 +107,6 @@ class _GRUSequence(torch.autograd.Function):
             h = torch.addcmul(n_t, rz_t[..., hidden:], diff_t)  # n + z (h̃ - n)
             rz.append(rz_t), n.append(n_t), diff.append(diff_t), g_n.append(g_n_t), outs.append(h)
         ctx.resets, ctx.steps = resets, (h_tilde, rz, n, diff, g_n)
-        ctx.save_for_backward(gates_x, h0, w_h, b_h, keep)
         return torch.stack(outs), h.clone()
 
     @staticmethod

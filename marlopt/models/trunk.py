@@ -24,15 +24,10 @@ class Trunk(nn.Module):
         self.input_norm = GroupedLayerNorm(groups, in_features) if cfg.feature_norm else None
         self.linears = nn.ModuleList()
         self.norms = nn.ModuleList()
-        width = in_features
-        for size in cfg.hidden_sizes:
-            self.linears.append(GroupedLinear(groups, width, size))
-            if cfg.layer_norm:
-                self.norms.append(GroupedLayerNorm(groups, size))
-            width = size
         # (linear, norm or None) per hidden layer, a plain list: indexing ModuleLists per call costs
-        # more than these layers' arithmetic in a rollout step (the modules stay registered above)
-        self._layers = [(lin, self.norms[k] if cfg.layer_norm else None) for k, lin in enumerate(self.linears)]
+        # more than these layers' arithmetic in a rollout step (the modules stay registered in the lists)
+        self._layers, width = _mlp_layers(groups, in_features, cfg.hidden_sizes, cfg.layer_norm,
+                                          self.linears, self.norms)
         self.act = ACTIVATIONS[cfg.activation]
         self.recurrent = cfg.recurrent
         self.hidden_size = cfg.rnn_hidden if cfg.recurrent else 0
@@ -40,25 +35,22 @@ class Trunk(nn.Module):
         if cfg.recurrent:
             self.gru = GroupedGRUCell(groups, width, cfg.rnn_hidden)
             self.gru_norm = GroupedLayerNorm(groups, cfg.rnn_hidden) if cfg.rnn_layer_norm else None
-            width = cfg.rnn_hidden
             self.post_linears = nn.ModuleList()
             self.post_norms = nn.ModuleList()
-            for size in cfg.post_rnn_sizes:
-                linear = GroupedLinear(groups, width, size)
-                norm = GroupedLayerNorm(groups, size) if cfg.layer_norm else None
-                self.post_linears.append(linear)
-                if norm is not None:
-                    self.post_norms.append(norm)
-                self._post_layers.append((linear, norm))
-                width = size
+            self._post_layers, width = _mlp_layers(groups, cfg.rnn_hidden, cfg.post_rnn_sizes, cfg.layer_norm,
+                                                   self.post_linears, self.post_norms)
         self.out_features = width
 
     def hidden_layers(self, x: Tensor, group: int | None = None, preactivated: bool = False) -> Tensor:
         """The MLP: ``activation(W x + b)`` then LayerNorm, per hidden layer (no input norm, no GRU).
         ``preactivated``: ``x`` already is the first layer's ``W x + b`` (MAGPO's guider computes it
         by input blocks)."""
+        return self._run(self._layers, x, group, preactivated)
+
+    def _run(self, layers: list, x: Tensor, group: int | None, preactivated: bool = False) -> Tensor:
+        """``activation(W x + b)`` then LayerNorm, per (linear, norm or None) pair of ``layers``."""
         act = self.act
-        for k, (linear, norm) in enumerate(self._layers):
+        for k, (linear, norm) in enumerate(layers):
             x = act(x if preactivated and k == 0 else linear.forward(x, group))  # in place on a fresh output
             if norm is not None:
                 x = norm.forward(x, group)
@@ -96,8 +88,21 @@ class Trunk(nn.Module):
             hidden_sequence.append(out)  # the GRU's outputs are its states
         if self.gru_norm is not None:
             out = self.gru_norm(out, group)
-        for linear, norm in self._post_layers:
-            out = self.act(linear.forward(out, group))
-            if norm is not None:
-                out = norm.forward(out, group)
-        return out, h
+        return self._run(self._post_layers, out, group), h
+
+
+def _mlp_layers(
+    groups: int, width: int, sizes: list[int], layer_norm: bool, linears: nn.ModuleList, norms: nn.ModuleList
+) -> tuple[list[tuple[GroupedLinear, GroupedLayerNorm | None]], int]:
+    """``Linear`` (orthogonal, gain √2) and, with ``layer_norm``, ``LayerNorm`` modules for ``sizes``,
+    registered in ``linears`` / ``norms``; returns the (linear, norm or None) pairs and the output width."""
+    layers = []
+    for size in sizes:
+        linear = GroupedLinear(groups, width, size)
+        norm = GroupedLayerNorm(groups, size) if layer_norm else None
+        linears.append(linear)
+        if norm is not None:
+            norms.append(norm)
+        layers.append((linear, norm))
+        width = size
+    return layers, width
