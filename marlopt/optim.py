@@ -14,11 +14,17 @@ Sections, top to bottom:
 4. Gradient clipping: :func:`clip_grad_norm`.
 5. One optimiser step: :func:`clip_and_step` (through the non-finite guard, :mod:`marlopt.guard`).
 6. Fast in-place tanh: :func:`tanh_` (the activation of Tanh MLPs and of the GRU's candidate).
+7. Two optimiser steps side by side: :func:`side_by_side` (a recurrent update's critic step on a
+   second thread beside the actor's).
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterable, NamedTuple
+import contextlib
+import contextvars
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from typing import Any, Callable, Iterable, Iterator, NamedTuple, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -33,6 +39,7 @@ __all__ = [
     "clip_grad_norm",
     "clip_and_step",
     "tanh_",
+    "side_by_side",
 ]
 
 
@@ -323,3 +330,66 @@ def tanh_(x: Tensor) -> Tensor:
     if torch.is_grad_enabled() and x.requires_grad:
         return _SigmoidTanh_.apply(x)
     return _tanh_via_sigmoid_(x)
+
+
+# -- 7. Two optimiser steps side by side ------------------------------------------------------------
+#
+# A recurrent update on the CPU spends most of its time in the GRU kernel's per-step loops, which
+# run on one thread whatever torch's intra-op thread count; the second core mostly waits. The
+# actor's and the critic's steps on a minibatch share nothing (their own networks, optimisers and
+# inputs; no random numbers), so the critic's can run on a second thread while the actor's runs on
+# the calling one, each with one intra-op thread. Every op then computes what it computes with one
+# intra-op thread, so the result is bit for bit that of the same two steps one after the other
+# with ``torch.set_num_threads(1)`` (tests/test_optim.py), and a seeded run stays deterministic.
+# MLP updates, whose larger matmuls use both cores well already, gain nothing and keep the
+# sequential path (the measurements are in docs/benchmarks.md).
+
+_T = TypeVar("_T")
+_SIDE_POOL: ThreadPoolExecutor | None = None
+_SIDE_POOL_LOCK = threading.Lock()
+
+
+def _side_pool() -> ThreadPoolExecutor:
+    """The one worker thread (made on first use, one intra-op thread)."""
+    global _SIDE_POOL
+    with _SIDE_POOL_LOCK:
+        if _SIDE_POOL is None:
+            _SIDE_POOL = ThreadPoolExecutor(1, thread_name_prefix="marlopt-side",
+                                            initializer=torch.set_num_threads, initargs=(1,))
+        return _SIDE_POOL
+
+
+@contextlib.contextmanager
+def side_by_side(enabled: bool) -> Iterator[Callable[..., Callable[[], Any]]]:
+    """``with side_by_side(on) as beside: join = beside(fn, *args); ...; result = join()``.
+
+    On (and the speed kit on): ``fn(*args)`` starts at once on the worker thread, in a copy of the
+    caller's context (so the non-finite guard, :mod:`marlopt.guard`, sees its steps), and the block
+    runs with one intra-op thread, restored after; ``join()`` waits and returns its result or
+    raises its exception. Off: ``join()`` calls ``fn(*args)`` itself, where the caller joins (the
+    sequential order, intra-op threads untouched). Either way, no job is left running when the
+    block exits, an exception included.
+    """
+    if not (enabled and _SPEED_KIT):
+        yield lambda fn, *args: (lambda: fn(*args))
+        return
+    pool = _side_pool()
+    pending: list[Future] = []
+
+    def beside(fn: Callable[..., _T], *args: Any) -> Callable[[], _T]:
+        future = pool.submit(contextvars.copy_context().run, fn, *args)
+        pending.append(future)
+        return future.result
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield beside
+    except BaseException:
+        wait(pending)  # a job still running when the block raised: let it finish first
+        raise
+    else:
+        for future in pending:  # a job nobody joined: its exception is not dropped
+            future.result()
+    finally:
+        torch.set_num_threads(threads)

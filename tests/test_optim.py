@@ -402,3 +402,76 @@ def test_fast_tanh_backward_without_aten_tanh_backward(monkeypatch):
     torch.testing.assert_close(gx, expected, atol=1e-7, rtol=1e-6)
     (reference,) = torch.autograd.grad((torch.tanh(x) * w).sum(), x)
     torch.testing.assert_close(gx, reference, atol=1e-6, rtol=1e-5)
+
+
+# -- 7. Two optimiser steps side by side ---------------------------------------------------------
+
+
+def test_side_by_side_runs_the_job_on_the_worker_thread_with_one_intra_op_thread_each():
+    import threading
+
+    seen = {}
+
+    def job(x):
+        seen["thread"], seen["threads"] = threading.current_thread().name, torch.get_num_threads()
+        return x + 1
+
+    torch.set_num_threads(2)
+    try:
+        with optim.side_by_side(True) as beside:
+            join = beside(job, 41)
+            inside = torch.get_num_threads()
+            assert join() == 42
+        assert seen["thread"].startswith("marlopt-side") and seen["threads"] == 1 and inside == 1
+        assert torch.get_num_threads() == 2  # restored
+    finally:
+        torch.set_num_threads(1)
+
+
+def test_side_by_side_off_runs_the_job_at_the_join_on_the_calling_thread(kit_off):
+    import threading
+
+    calls = []
+    for enabled in (False, True):  # off by argument, or (kit_off) by the speed kit's switch
+        with optim.side_by_side(enabled) as beside:
+            join = beside(lambda: calls.append(threading.current_thread().name) or len(calls))
+            assert calls == [] or len(calls) == 1  # nothing has run before the join
+            before = len(calls)
+            assert join() == before + 1
+    assert calls == [threading.current_thread().name] * 2
+
+
+def test_side_by_side_raises_the_jobs_exception_at_the_join_and_an_unjoined_one_at_the_exit():
+    def fail():
+        raise ValueError("critic exploded")
+
+    with pytest.raises(ValueError, match="critic exploded"):
+        with optim.side_by_side(True) as beside:
+            beside(fail)()
+    with pytest.raises(ValueError, match="critic exploded"):
+        with optim.side_by_side(True) as beside:
+            beside(fail)  # never joined: not dropped
+
+
+def test_side_by_side_lets_a_running_job_finish_before_the_blocks_exception_leaves():
+    import time
+
+    done = []
+
+    def slow():
+        time.sleep(0.2)
+        done.append(True)
+
+    with pytest.raises(RuntimeError, match="actor"):
+        with optim.side_by_side(True) as beside:
+            beside(slow)
+            raise RuntimeError("actor step failed")
+    assert done == [True]  # nothing still writes parameters after the exception
+
+
+def test_side_by_side_jobs_see_the_non_finite_guard_of_the_caller():
+    from marlopt.guard import NonFiniteGuard, active_guard
+
+    guard = NonFiniteGuard(patience=3)
+    with guard.watch(), optim.side_by_side(True) as beside:
+        assert beside(active_guard)() is guard

@@ -259,6 +259,13 @@ class OnPolicyRule:
         return v if self.value_norm is None else self.value_norm.denormalize(v)
 
     @property
+    def critic_beside_actor(self) -> bool:
+        """Whether a minibatch's critic step may run on a second thread beside the actor's
+        (:func:`marlopt.optim.side_by_side`): a recurrent model on the CPU with two or more intra-op
+        threads for the update; MLP updates use both cores in their matmuls already."""
+        return self.model_cfg.recurrent and self.device.type == "cpu" and torch.get_num_threads() >= 2
+
+    @property
     def value_norm_per_minibatch(self) -> bool:
         """ValueNorm updated in every critic step (``algo.value_norm_update=minibatch``)."""
         return self.value_norm is not None and getattr(self.cfg, "value_norm_update", "batch") == "minibatch"

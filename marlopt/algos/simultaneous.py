@@ -20,7 +20,7 @@ from marlopt.algos.base import Chunks, MetricMeans, OnPolicyRule
 from marlopt.algos.registry import objective_fn, ratio_region
 from marlopt.objectives import ratio_diagnostics
 from marlopt.objectives.ppo import diagnostic_log_ratio, log_ratio_extremes
-from marlopt.optim import clip_and_step
+from marlopt.optim import clip_and_step, side_by_side
 
 
 class RatioDiagnostics:
@@ -96,14 +96,18 @@ class SimultaneousRule(OnPolicyRule):
         return loss, policy_loss, entropy_mean, logp
 
     def update_policy(self, chunks: Chunks) -> dict[str, float]:
+        """Per minibatch the actor's step, then the critic's; a recurrent update on the CPU runs the
+        critic's beside the actor's on a second thread (:func:`marlopt.optim.side_by_side`)."""
         diag = RatioDiagnostics(self.region)
         means = MetricMeans()
         params = list(self.actor.parameters())
-        for _ in range(self.cfg.ppo_epochs):
-            for mb in self.minibatches(chunks):
-                loss, policy_loss, entropy_mean, logp = self.actor_loss(mb)
-                norm = clip_and_step(self.actor_optim, params, loss, self.cfg.max_grad_norm, name="actor")
-                diag.observe(logp.detach(), mb.logp, mb.active_mask)
-                means.add({"actor/policy_loss": policy_loss.item(), "actor/entropy": entropy_mean.item(),
-                           "actor/grad_norm": norm, **self.critic_step(mb)})
+        with side_by_side(self.critic_beside_actor) as beside:
+            for _ in range(self.cfg.ppo_epochs):
+                for mb in self.minibatches(chunks):
+                    critic_stats = beside(self.critic_step, mb)
+                    loss, policy_loss, entropy_mean, logp = self.actor_loss(mb)
+                    norm = clip_and_step(self.actor_optim, params, loss, self.cfg.max_grad_norm, name="actor")
+                    diag.observe(logp.detach(), mb.logp, mb.active_mask)
+                    means.add({"actor/policy_loss": policy_loss.item(), "actor/entropy": entropy_mean.item(),
+                               "actor/grad_norm": norm, **critic_stats()})
         return {**means.means(), **diag.metrics()}

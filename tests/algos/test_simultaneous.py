@@ -120,3 +120,56 @@ def test_prepare_finds_whether_the_masks_matter(tmp_path):
         assert chunks.avail_mask is chunks.avail
     finally:
         runner.close()
+
+
+# -- the critic's step beside the actor's (marlopt.optim.side_by_side) -----------------------------
+
+@pytest.mark.parametrize("recurrent", [True, False])
+def test_a_recurrent_cpu_update_steps_the_critic_beside_the_actor_bit_for_bit(tmp_path, monkeypatch, recurrent):
+    """With two intra-op threads a recurrent update runs each critic step on the side thread and
+    equals, bit for bit, the sequential update with one intra-op thread (parameters, optimiser
+    state, metrics); an MLP update stays on the calling thread (its matmuls use both threads)."""
+    import copy
+    import threading
+
+    from marlopt.algos.base import OnPolicyRule
+    from marlopt.runners.on_policy import OnPolicyRunner
+    from tests.helpers import make_config
+
+    cfg = make_config("env=mpe", "map=simple_spread", "env.options.max_cycles=10", "n_envs=2", "rollout_length=16",
+                      "env.vector=inproc", f"model.recurrent={str(recurrent).lower()}", "model.data_chunk_length=8",
+                      "algo.num_minibatches=2", "algo.ppo_epochs=2")
+    runner = OnPolicyRunner(cfg, tmp_path)
+    threads_seen = []
+    step = OnPolicyRule.critic_step
+    monkeypatch.setattr(OnPolicyRule, "critic_step",
+                        lambda self, mb: threads_seen.append(threading.current_thread().name) or step(self, mb))
+    try:
+        runner.collect()
+        start = copy.deepcopy(runner.rule.state_dict())
+        results = []
+        for threads in (1, 2):
+            runner.rule.load_state_dict(copy.deepcopy(start))
+            torch.set_num_threads(threads)
+            torch.manual_seed(0)
+            metrics = runner.rule.update(copy.copy(runner.batch))
+            results.append((metrics, copy.deepcopy(runner.rule.state_dict())))
+    finally:
+        torch.set_num_threads(1)
+        runner.close()
+    assert len(threads_seen) == 8
+    main = threading.current_thread().name
+    assert threads_seen[:4] == [main] * 4  # one intra-op thread: sequential
+    beside = [t.startswith("marlopt-side") for t in threads_seen[4:]]
+    assert all(beside) if recurrent else not any(beside)
+    if not recurrent:
+        return  # two intra-op threads round some sums differently from one: no bit-equality to check
+    (m1, s1), (m2, s2) = results
+    assert m1 == m2
+    for key in ("actor", "critic"):
+        for name, value in s1[key].items():
+            assert torch.equal(value, s2[key][name]), (key, name)
+    for key in ("actor_optim", "critic_optim"):
+        for i, st in s1[key]["state"].items():
+            for name, value in st.items():
+                assert torch.equal(torch.as_tensor(value), torch.as_tensor(s2[key]["state"][i][name])), (key, i, name)
