@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import math
+import threading
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Union
 
@@ -116,6 +117,7 @@ class NonFiniteGuard:
         self.skipped = 0  # steps skipped since the last take_metrics()
         self.skipped_total: dict[str, int] = {}  # steps skipped since the guard was built, by name
         self._streaks: dict[str, tuple[int, str, float, int]] = {}  # name -> (count, quantity, value, update)
+        self._lock = threading.Lock()  # steps may report from two threads (marlopt.optim.side_by_side)
 
     @contextlib.contextmanager
     def watch(self) -> Iterator["NonFiniteGuard"]:
@@ -130,6 +132,10 @@ class NonFiniteGuard:
     def record(self, name: str, finite: bool, values: Mapping[str, float]) -> None:
         """A step ``name`` with ``values`` was applied (``finite``) or skipped; raises
         :class:`NonFiniteError` when it is the ``patience``-th skip of ``name`` in a row."""
+        with self._lock:
+            self._record(name, finite, values)
+
+    def _record(self, name: str, finite: bool, values: Mapping[str, float]) -> None:
         if finite:
             self._streaks.pop(name, None)
             return

@@ -334,13 +334,14 @@ def tanh_(x: Tensor) -> Tensor:
 
 # -- 7. Two optimiser steps side by side ------------------------------------------------------------
 #
-# A recurrent update on the CPU spends most of its time in the GRU kernel's per-step loops, which
-# run on one thread whatever torch's intra-op thread count; the second core mostly waits. The
+# A recurrent update on the CPU spends much of its time in the GRU's per-step loops (the kernel's
+# and their small matmuls), which run on one thread whatever torch's intra-op thread count. The
 # actor's and the critic's steps on a minibatch share nothing (their own networks, optimisers and
 # inputs; no random numbers), so the critic's can run on a second thread while the actor's runs on
 # the calling one, each with one intra-op thread. Every op then computes what it computes with one
 # intra-op thread, so the result is bit for bit that of the same two steps one after the other
-# with ``torch.set_num_threads(1)`` (tests/test_optim.py), and a seeded run stays deterministic.
+# with ``torch.set_num_threads(1)`` (tests/algos/test_simultaneous.py; the mechanics in
+# tests/test_optim.py), and a seeded run stays deterministic.
 # MLP updates, whose larger matmuls use both cores well already, gain nothing and keep the
 # sequential path (the measurements are in docs/benchmarks.md).
 

@@ -15,8 +15,10 @@ with ``--threads 1``). ``--all`` adds the slower candidates (torch.gru, jit) to 
 ``--update`` also times whole MAPPO updates (``rule.update`` on one collected batch) at JaxMARL's
 MPE settings (``UPDATE_OVERRIDES``: GRU 128, BPTT over the whole 128-step rollout, 4 epochs × 4
 minibatches, 16 envs), shared and separate actors, with the GRU as the cell loop, the fused Python
-loop and the fused C++ kernel (every other speed-kit trick on in all three), interleaved over
-``--repeats`` rounds. ``--profile``: torch.profiler over one such update (shared actor, kernel on),
+loop and the fused C++ kernel (every other speed-kit trick on in all three) on one intra-op thread,
+then the kernel on two threads with the critic's steps after the actor's (``kernel_2t``) and
+beside them on a second thread (``beside``, :func:`marlopt.optim.side_by_side`; the default),
+interleaved over ``--repeats`` rounds. ``--profile``: torch.profiler over one such update (shared actor, kernel on),
 self CPU time per op and the shares of the kernel, the other matmuls, Adam and the rest.
 
 Candidates:
@@ -164,6 +166,7 @@ def time_updates(repeats: int) -> list[dict]:
     import tempfile
 
     import marlopt.models.layers as layers
+    from marlopt.algos.base import OnPolicyRule
     from marlopt.cli import compose
     from marlopt.config import to_objects
     from marlopt.runners.on_policy import OnPolicyRunner
@@ -174,12 +177,17 @@ def time_updates(repeats: int) -> list[dict]:
         runner = OnPolicyRunner(cfg, Path(tempfile.mkdtemp()))
         runner.collect()
         state = copy.deepcopy(runner.rule.state_dict())
-        variants = {"loop": (False, False), "fused": (True, False), "kernel": (True, True)}  # (fused, kernel)
+        variants = {"loop": (False, False, 1, False), "fused": (True, False, 1, False),  # (fused, kernel,
+                    "kernel": (True, True, 1, False), "kernel_2t": (True, True, 2, False),  # intra-op threads,
+                    "beside": (True, True, 2, True)}  # critic step beside the actor's)
+        beside_default = OnPolicyRule.critic_beside_actor
         times: dict[str, list[float]] = {name: [] for name in variants}
         for _ in range(repeats):
-            for name, (fused, kernel) in variants.items():
+            for name, (fused, kernel, threads, beside) in variants.items():
                 layers.speed_kit_enabled = (lambda: True) if fused else (lambda: False)  # the GRU's switch only
                 use_kernel(kernel)
+                OnPolicyRule.critic_beside_actor = beside_default if beside else property(lambda self: False)
+                torch.set_num_threads(threads)
                 runner.rule.load_state_dict(state)
                 torch.manual_seed(0)
                 start = CLOCK()
@@ -187,11 +195,14 @@ def time_updates(repeats: int) -> list[dict]:
                 times[name].append(CLOCK() - start)
         layers.speed_kit_enabled = lambda: True
         use_kernel(True)
+        OnPolicyRule.critic_beside_actor = beside_default
+        torch.set_num_threads(1)
         runner.close()
         med = {name: statistics.median(v) for name, v in times.items()}
-        rows.append({"sharing": sharing, "loop_s": med["loop"], "fused_s": med["fused"], "kernel_s": med["kernel"]})
+        rows.append({"sharing": sharing, **{f"{name}_s": t for name, t in med.items()}})
         print(f"MAPPO update, MPE JaxMARL settings, {sharing:8s}: loop {med['loop']:.2f} s, "
-              f"fused {med['fused']:.2f} s, kernel {med['kernel']:.2f} s ({med['loop'] / med['kernel']:.2f}x the loop)")
+              f"fused {med['fused']:.2f} s, kernel {med['kernel']:.2f} s ({med['loop'] / med['kernel']:.2f}x the loop); "
+              f"2 threads: kernel {med['kernel_2t']:.2f} s, critic beside {med['beside']:.2f} s")
     return rows
 
 

@@ -42,6 +42,7 @@ minibatch steps per 6000 frames make it slow)::
     python scripts/benchmark.py --frames 4000 --repeats 1 --out /tmp/bench.json   # smoke test
     python scripts/benchmark.py --which marlopt,harl-settings --print-commands     # show, run nothing
     python scripts/benchmark.py --vs jaxmarl --jaxmarl-dir <checkout> --task mpe   # scripts/bench_jaxmarl.py
+    python scripts/benchmark.py --vs harl --harl-dir <checkout> --frames 300000     # scripts/bench_harl.py
 """
 
 from __future__ import annotations
@@ -625,6 +626,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     if "--vs" in (argv := sys.argv[1:] if argv is None else argv):  # an anchor with its own harness
+        if argv[argv.index("--vs") + 1:argv.index("--vs") + 2] == ["harl"]:
+            from bench_harl import main_vs as harl_vs
+            return harl_vs(argv)
         from bench_jaxmarl import main_vs
         return main_vs(argv)
     args = parse_args(argv)

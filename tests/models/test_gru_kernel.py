@@ -97,6 +97,27 @@ def test_the_build_name_changes_with_the_cpu_and_the_source(monkeypatch, tmp_pat
     assert gru_kernel.build_name() != name
 
 
+def test_a_finished_build_is_loaded_without_running_the_builder(tmp_path):
+    """A process that finds this source's build loads it directly: the builder (ninja), which
+    would rebuild it whenever another checkout of the same source built it last, never runs."""
+    import subprocess
+    import sys
+
+    if gru_kernel.ops() is None:
+        pytest.skip("the kernel is not available here")
+    code = (
+        "import torch.utils.cpp_extension as c\n"
+        "def refuse(*a, **k): raise SystemExit('the builder ran')\n"
+        "c.load = refuse\n"
+        "from marlopt.models import gru_kernel\n"
+        "assert gru_kernel.ops() is not None\n"
+        "print('loaded', gru_kernel.build_name())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-500:]
+    assert out.stdout.strip() == f"loaded {gru_kernel.build_name()}"
+
+
 def test_a_failed_build_says_so_in_one_line_and_falls_back(fresh_loader, monkeypatch, capsys, tmp_path):
     from torch.utils import cpp_extension
 
