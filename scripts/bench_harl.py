@@ -57,16 +57,12 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import re
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -75,14 +71,19 @@ if str(REPO / "scripts") not in sys.path:
     sys.path.insert(0, str(REPO / "scripts"))
 from benchmark import (
     _fmt,
+    anchor_workdir,
+    apply_recorded_patch,
     failed_row,
     harl_overrides,
+    make_anchor_venv,
     marlopt_command,
     meta,
+    run_alternating,
     run_marlopt,
     run_monitored,
     run_settings,
     table_start,
+    write_report,
 )
 
 PATCH = REPO / "scripts" / "patches" / "harl_mpe_compat.patch"
@@ -203,15 +204,7 @@ def setup(checkout: Path, venv: Path) -> int:
         print(f"bench_harl: {checkout} has no examples/train.py; get HARL's public code first "
               f"(https://github.com/PKU-MARL/HARL, tested at {TESTED_COMMIT[:7]})", file=sys.stderr)
         return 2
-    if not (venv / "bin" / "python").exists():
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    pip = [str(venv / "bin" / "python"), "-m", "pip"]
-    subprocess.run([*pip, "install", "--upgrade", "pip"], check=True)
-    subprocess.run([*pip, "install", TORCH], check=True)
-    subprocess.run([*pip, "install", "--prefer-binary", TORCH, *PACKAGES], check=True)
-    freeze = subprocess.run([*pip, "freeze"], check=True, capture_output=True, text=True).stdout
-    (venv / "freeze.txt").write_text(freeze)
-    print(f"bench_harl: venv {venv} ready; versions in {venv / 'freeze.txt'}")
+    make_anchor_venv(venv, [[TORCH], ["--prefer-binary", TORCH, *PACKAGES]], "bench_harl")
     if apply_patch(checkout) != 0:
         return 2
     return check_imports(str(venv / "bin" / "python"), checkout)
@@ -219,19 +212,7 @@ def setup(checkout: Path, venv: Path) -> int:
 
 def apply_patch(checkout: Path, patch: Path = PATCH) -> int:
     """Apply the recorded compatibility patch to the checkout once (a no-op when already applied)."""
-    def git_apply(*flags: str) -> subprocess.CompletedProcess:
-        return subprocess.run(["git", "apply", *flags, str(patch)], cwd=checkout, capture_output=True, text=True,
-                              check=False)
-
-    if git_apply("--reverse", "--check").returncode == 0:
-        return 0
-    res = git_apply()
-    if res.returncode != 0:
-        print(f"bench_harl: {patch.name} does not apply to {checkout}: {res.stderr.strip()}; use a clean "
-              f"checkout (tested at {TESTED_COMMIT[:7]})", file=sys.stderr)
-        return 2
-    print(f"bench_harl: applied {patch.name} to {checkout}")
-    return 0
+    return apply_recorded_patch(checkout, patch, "bench_harl", TESTED_COMMIT)
 
 
 def check_imports(python: str, checkout: Path) -> int:
@@ -364,6 +345,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.which_list = [w.strip() for w in args.which.split(",") if w.strip()]
     if not args.which_list or set(args.which_list) - {"harl", "marlopt"}:
         p.error("--which: choose from harl,marlopt")
+    if args.frames < 4000:
+        p.error(f"--frames {args.frames}: HARL prints its FPS and returns every 5 updates of 800 frames; "
+                "give at least 4000")
     return args
 
 
@@ -375,23 +359,15 @@ def main_vs(argv: list[str]) -> int:
 
 def run_pairs(args: argparse.Namespace, work: Path, report: dict[str, Any]) -> bool:
     """All repeats, the order alternating; appends each run to ``report['runs']``; True if any failed."""
-    failed = False
-    for rep in range(args.repeats):
-        order = args.which_list if rep % 2 == 0 else args.which_list[::-1]
-        rep_args = argparse.Namespace(**{**vars(args), "seed": args.seed + rep})
-        for name in order:
-            rdir = work / f"rep{rep}" / name
-            rdir.mkdir(parents=True, exist_ok=True)
-            print(f"bench_harl: repeat {rep} (seed {rep_args.seed}) {name} ...", flush=True)
-            res = (run_harl if name == "harl" else run_marlopt_side)(rep_args, rdir)
-            res["repeat"], res["seed"] = rep, rep_args.seed
-            report["runs"].append(res)
-            failed |= "error" in res
-            print(f"bench_harl: {name}: " + (f"FAILED; log {res['log']}:\n{res['error']}" if "error" in res else
-                  f"{res['frames']} frames, fps logged {_fmt(res['fps_logged'])}, loop {_fmt(res['fps_loop'])}, "
-                  f"wall {_fmt(res['fps_wall'])}, final return {_fmt(res['return_final'], 2)}, "
-                  f"peak RSS {res['peak_rss_mib']:.0f} MiB"), flush=True)
-    return failed
+    def run(name: str, rep_args: argparse.Namespace, rdir: Path) -> dict[str, Any]:
+        return (run_harl if name == "harl" else run_marlopt_side)(rep_args, rdir)
+
+    def line(res: dict[str, Any]) -> str:
+        return (f"{res['frames']} frames, fps logged {_fmt(res['fps_logged'])}, loop {_fmt(res['fps_loop'])}, "
+                f"wall {_fmt(res['fps_wall'])}, final return {_fmt(res['return_final'], 2)}, "
+                f"peak RSS {res['peak_rss_mib']:.0f} MiB")
+
+    return run_alternating(args, work, report, "bench_harl", run, line)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -404,16 +380,11 @@ def main(argv: list[str] | None = None) -> int:
             args.harl_python, args.harl_dir, args.frames, args.seed, tmp / "harl" / "results")) + ")")
         print("marlopt:", " ".join(marlopt_command(full_overrides(args), tmp / "marlopt" / "run")))
         return 0
-    if "harl" in args.which_list:
-        if not Path(args.harl_python).exists():
-            print(f"bench_harl: {args.harl_python} not found; create the venv first: python scripts/bench_harl.py "
-                  f"--setup --harl-dir {args.harl_dir}", file=sys.stderr)
-            return 2
-        if apply_patch(args.harl_dir) != 0:
-            return 2
-    work = args.workdir or Path(tempfile.mkdtemp(prefix="marlopt-harl-"))
-    work.mkdir(parents=True, exist_ok=True)
-    print(f"bench_harl: run directories under {work}", flush=True)
+    work = anchor_workdir("bench_harl", args.harl_python, f"python scripts/bench_harl.py --setup --harl-dir "
+                          f"{args.harl_dir}", lambda: apply_patch(args.harl_dir), args.workdir,
+                          check="harl" in args.which_list)
+    if work is None:
+        return 2
     freeze = args.venv / "freeze.txt"
     report: dict[str, Any] = {"meta": meta(args), "task": "MPE simple_spread_v3 (3 agents, 25 steps), 4 envs x 200",
                               "harl_dir": str(args.harl_dir), "harl_head": checkout_head(args.harl_dir),
@@ -422,16 +393,7 @@ def main(argv: list[str] | None = None) -> int:
                               "marlopt_overrides": full_overrides(args), "unmatched": UNMATCHED, "runs": []}
     failed = run_pairs(args, work, report)
     report["summary"] = summarise(report["runs"])
-    report["meta"]["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    report["markdown"] = markdown(report)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2, default=str) + "\n")
-    args.out.with_suffix(".md").write_text(report["markdown"] + "\n")
-    print(report["markdown"])
-    print(f"bench_harl: wrote {args.out} and {args.out.with_suffix('.md')}")
-    if not failed and args.workdir is None:
-        shutil.rmtree(work, ignore_errors=True)
-    return 1 if failed else 0
+    return write_report(report, markdown, args.out, "bench_harl", work, args.workdir is not None, failed)
 
 
 if __name__ == "__main__":

@@ -87,12 +87,9 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -202,31 +199,17 @@ def setup(checkout: Path, venv: Path) -> int:
         print(f"bench_jaxmarl: {checkout} has no {TASKS['mpe']['script']}; get JaxMARL's public code first "
               f"(git clone https://github.com/FLAIROx/JaxMARL {checkout})", file=sys.stderr)
         return 2
-    if not (venv / "bin" / "python").exists():
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    pip = [str(venv / "bin" / "python"), "-m", "pip"]
-    subprocess.run([*pip, "install", "--upgrade", "pip"], check=True)
-    subprocess.run([*pip, "install", "jax[cpu]", f"{checkout}[algs]", "psutil"], check=True)
-    freeze = subprocess.run([*pip, "freeze"], check=True, capture_output=True, text=True).stdout
-    (venv / "freeze.txt").write_text(freeze)
-    print(f"bench_jaxmarl: venv {venv} ready; versions in {venv / 'freeze.txt'}")
+    from benchmark import make_anchor_venv
+
+    make_anchor_venv(venv, [["jax[cpu]", f"{checkout}[algs]", "psutil"]], "bench_jaxmarl")
     return apply_patch(checkout)
 
 
 def apply_patch(checkout: Path, patch: Path = PATCH) -> int:
     """Apply the recorded compatibility patch to the checkout once (a no-op when already applied)."""
-    def git_apply(*flags: str) -> subprocess.CompletedProcess:
-        return subprocess.run(["git", "apply", *flags, str(patch)], cwd=checkout, capture_output=True, text=True)
+    from benchmark import apply_recorded_patch
 
-    if git_apply("--reverse", "--check").returncode == 0:
-        return 0
-    res = git_apply()
-    if res.returncode != 0:
-        print(f"bench_jaxmarl: {patch.name} does not apply to {checkout}: {res.stderr.strip()}; use a clean "
-              f"checkout (tested at {TESTED_COMMIT[:7]})", file=sys.stderr)
-        return 2
-    print(f"bench_jaxmarl: applied {patch.name} to {checkout}")
-    return 0
+    return apply_recorded_patch(checkout, patch, "bench_jaxmarl", TESTED_COMMIT)
 
 
 def random_child(checkout: Path, task: str, episodes: int, seed: int, out: Path) -> None:
@@ -529,7 +512,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.setup:
         return setup(args.jaxmarl_dir, args.venv)
-    from benchmark import marlopt_command, meta
+    from benchmark import anchor_workdir, marlopt_command, meta, run_alternating, write_report
 
     if args.print_commands:
         tmp = Path("<workdir>")
@@ -537,15 +520,10 @@ def main(argv: list[str] | None = None) -> int:
                                                    args.seed, tmp / "jaxmarl" / "hydra")))
         print("marlopt:", " ".join(marlopt_command(overrides_of(args), tmp / "marlopt" / "run")))
         return 0
-    if not Path(args.jaxmarl_python).exists():
-        print(f"bench_jaxmarl: {args.jaxmarl_python} not found; create the venv first: python "
-              f"scripts/bench_jaxmarl.py --setup --jaxmarl-dir {args.jaxmarl_dir}", file=sys.stderr)
+    work = anchor_workdir("bench_jaxmarl", args.jaxmarl_python, f"python scripts/bench_jaxmarl.py --setup "
+                          f"--jaxmarl-dir {args.jaxmarl_dir}", lambda: apply_patch(args.jaxmarl_dir), args.workdir)
+    if work is None:
         return 2
-    if apply_patch(args.jaxmarl_dir) != 0:
-        return 2
-    work = args.workdir or Path(tempfile.mkdtemp(prefix="marlopt-jaxmarl-"))
-    work.mkdir(parents=True, exist_ok=True)
-    print(f"bench_jaxmarl: run directories under {work}", flush=True)
     report: dict[str, Any] = {"meta": meta(args), "task": TASKS[args.task]["label"], "delta": args.delta,
                               "window": args.window, "jaxmarl_dir": str(args.jaxmarl_dir), "patch": PATCH.name,
                               "marlopt_overrides": overrides_of(args),
@@ -559,32 +537,18 @@ def main(argv: list[str] | None = None) -> int:
     report["threshold"] = threshold
     print(f"bench_jaxmarl: random policy {rp.get('return_mean')}, threshold {threshold}", flush=True)
     failed = "error" in rp
-    for rep in range(args.repeats):
-        order = args.which_list if rep % 2 == 0 else args.which_list[::-1]
-        rep_args = argparse.Namespace(**{**vars(args), "seed": args.seed + rep})  # each repeat: the next seed
-        for name in order:
-            rdir = work / f"rep{rep}" / name
-            rdir.mkdir(parents=True, exist_ok=True)
-            print(f"bench_jaxmarl: repeat {rep} (seed {rep_args.seed}) {name} ...", flush=True)
-            res = (run_jaxmarl if name == "jaxmarl" else run_marlopt)(rep_args, rdir, threshold)
-            res["repeat"], res["seed"] = rep, rep_args.seed
-            report["runs"].append(res)
-            failed |= "error" in res
-            print(f"bench_jaxmarl: {name}: " + (f"FAILED; log {res['log']}:\n{res['error']}" if "error" in res else
-                  f"{res['frames']} frames, fps loop {_fmt(res['fps_loop'])}, wall {_fmt(res['fps_wall'])}, "
-                  f"threshold at {_fmt(res['time_to_threshold_s'])} s, final return {_fmt(res['return_final'], 2)}, "
-                  f"peak RSS {res['peak_rss_mib']:.0f} MiB"), flush=True)
+
+    def run(name: str, rep_args: argparse.Namespace, rdir: Path) -> dict[str, Any]:
+        return (run_jaxmarl if name == "jaxmarl" else run_marlopt)(rep_args, rdir, threshold)
+
+    def line(res: dict[str, Any]) -> str:
+        return (f"{res['frames']} frames, fps loop {_fmt(res['fps_loop'])}, wall {_fmt(res['fps_wall'])}, "
+                f"threshold at {_fmt(res['time_to_threshold_s'])} s, final return {_fmt(res['return_final'], 2)}, "
+                f"peak RSS {res['peak_rss_mib']:.0f} MiB")
+
+    failed |= run_alternating(args, work, report, "bench_jaxmarl", run, line)
     report["summary"] = summarise(report["runs"], rp.get("return_mean"))
-    report["meta"]["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    report["markdown"] = markdown(report)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2, default=str) + "\n")
-    args.out.with_suffix(".md").write_text(report["markdown"] + "\n")
-    print(report["markdown"])
-    print(f"bench_jaxmarl: wrote {args.out} and {args.out.with_suffix('.md')}")
-    if not failed and args.workdir is None:
-        shutil.rmtree(work, ignore_errors=True)
-    return 1 if failed else 0
+    return write_report(report, markdown, args.out, "bench_jaxmarl", work, args.workdir is not None, failed)
 
 
 if __name__ == "__main__":

@@ -559,6 +559,94 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def apply_recorded_patch(checkout: Path, patch: Path, tag: str, tested_commit: str) -> int:
+    """Apply an anchor's recorded compatibility patch to its checkout once (a no-op when already
+    applied); 2, with one line on stderr, when the checkout is neither pristine nor patched."""
+    def git_apply(*flags: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", "apply", *flags, str(patch)], cwd=checkout, capture_output=True, text=True,
+                              check=False)
+
+    if git_apply("--reverse", "--check").returncode == 0:
+        return 0
+    res = git_apply()
+    if res.returncode != 0:
+        print(f"{tag}: {patch.name} does not apply to {checkout}: {res.stderr.strip()}; use a clean "
+              f"checkout (tested at {tested_commit[:7]})", file=sys.stderr)
+        return 2
+    print(f"{tag}: applied {patch.name} to {checkout}")
+    return 0
+
+
+def make_anchor_venv(venv: Path, installs: list[list[str]], tag: str) -> None:
+    """Create an anchor's own venv (if missing), upgrade pip, run each ``pip install`` argument list in
+    order, and record ``pip freeze`` in ``<venv>/freeze.txt``."""
+    if not (venv / "bin" / "python").exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = [str(venv / "bin" / "python"), "-m", "pip"]
+    subprocess.run([*pip, "install", "--upgrade", "pip"], check=True)
+    for packages in installs:
+        subprocess.run([*pip, "install", *packages], check=True)
+    freeze = subprocess.run([*pip, "freeze"], check=True, capture_output=True, text=True).stdout
+    (venv / "freeze.txt").write_text(freeze)
+    print(f"{tag}: venv {venv} ready; versions in {venv / 'freeze.txt'}")
+
+
+def anchor_workdir(tag: str, python: str, setup_hint: str, apply: Callable[[], int], workdir: Path | None,
+                   check: bool = True) -> Path | None:
+    """An anchor harness's first step: its venv's ``python`` exists and its patch applies (``apply()``;
+    both skipped unless ``check``), then the run directory (``workdir`` or a fresh temporary one).
+    ``None``, with one line on stderr naming the fix, when the anchor is not ready."""
+    if check and not Path(python).exists():
+        print(f"{tag}: {python} not found; create the venv first: {setup_hint}", file=sys.stderr)
+        return None
+    if check and apply() != 0:
+        return None
+    work = workdir or Path(tempfile.mkdtemp(prefix=f"marlopt-{tag.removeprefix('bench_')}-"))
+    work.mkdir(parents=True, exist_ok=True)
+    print(f"{tag}: run directories under {work}", flush=True)
+    return work
+
+
+def run_alternating(args: argparse.Namespace, work: Path, report: dict[str, Any], tag: str,
+                    run: Callable[[str, argparse.Namespace, Path], dict[str, Any]],
+                    line: Callable[[dict[str, Any]], str]) -> bool:
+    """An anchor harness's pairs: ``args.repeats`` repeats of ``args.which_list``, the order alternating,
+    repeat k with seed ``args.seed + k`` on every side; ``run(name, rep_args, run_dir)`` runs one side,
+    ``line(result)`` says how it went. Appends each result to ``report["runs"]``; True if any failed."""
+    failed = False
+    for rep in range(args.repeats):
+        order = args.which_list if rep % 2 == 0 else args.which_list[::-1]
+        rep_args = argparse.Namespace(**{**vars(args), "seed": args.seed + rep})
+        for name in order:
+            rdir = work / f"rep{rep}" / name
+            rdir.mkdir(parents=True, exist_ok=True)
+            print(f"{tag}: repeat {rep} (seed {rep_args.seed}) {name} ...", flush=True)
+            res = run(name, rep_args, rdir)
+            res["repeat"], res["seed"] = rep, rep_args.seed
+            report["runs"].append(res)
+            failed |= "error" in res
+            print(f"{tag}: {name}: " + (f"FAILED; log {res['log']}:\n{res['error']}" if "error" in res else line(res)),
+                  flush=True)
+    return failed
+
+
+def write_report(report: dict[str, Any], render: Callable[[dict[str, Any]], str], out: Path, tag: str,
+                 work: Path, keep_work: bool, failed: bool) -> int:
+    """An anchor harness's last step: stamp ``report``, add its markdown (``render(report)``), write
+    ``out`` (JSON) and ``out.md``, print the table, remove ``work`` unless kept or a run failed.
+    Returns the exit status (1 when a run failed)."""
+    report["meta"]["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    report["markdown"] = render(report)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    out.with_suffix(".md").write_text(report["markdown"] + "\n")
+    print(report["markdown"])
+    print(f"{tag}: wrote {out} and {out.with_suffix('.md')}")
+    if not failed and not keep_work:
+        shutil.rmtree(work, ignore_errors=True)
+    return 1 if failed else 0
+
+
 def meta(args: argparse.Namespace) -> dict[str, Any]:
     info: dict[str, Any] = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "python": sys.version.split()[0],
                             "platform": platform.platform(), "cpu_count": os.cpu_count(),

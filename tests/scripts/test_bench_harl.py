@@ -179,3 +179,10 @@ def test_patch_applies_once_and_is_idempotent(tmp_path):
     assert '"simple_spread_v3"' not in tools.read_text()
     assert bench.apply_patch(co) == 0 and tools.read_text().count('"simple_spread_v3"') == 1
     assert bench.apply_patch(co) == 0 and tools.read_text().count('"simple_spread_v3"') == 1  # unchanged
+
+
+def test_a_budget_below_harls_first_log_line_is_refused_before_anything_runs(capsys):
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--frames", "1600"])
+    assert "at least 4000" in capsys.readouterr().err
+    assert bench.parse_args(["--frames", "4000"]).frames == 4000
