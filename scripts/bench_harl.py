@@ -78,6 +78,7 @@ from benchmark import (
     make_anchor_venv,
     marlopt_command,
     meta,
+    pair_ratios,
     run_alternating,
     run_marlopt,
     run_monitored,
@@ -278,17 +279,13 @@ RUN_COLUMNS = ["run", "rep (seed)", "frames", "fps (logged)", "fps (loop)", "fps
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Per ratio in ``RATIOS``: marlopt / HARL for each complete pair (by repeat) and the median over them."""
-    pairs: dict[int, dict[str, dict]] = {}
-    for r in runs:
-        if "error" not in r:
-            pairs.setdefault(r["repeat"], {})[r["name"]] = r
-    complete = [pairs[k] for k in sorted(pairs) if len(pairs[k]) == 2]
-    ratios: dict[str, Any] = {}
-    for label, key in RATIOS.items():
-        vals = [p["marlopt"][key] / p["harl"][key] for p in complete if p["marlopt"].get(key) and p["harl"].get(key)]
-        if vals:
-            ratios[label] = {"per_pair": vals, "median": statistics.median(vals)}
-    return {"pairs": len(complete), "ratios": ratios}
+    per_pair = pair_ratios(runs, "harl", list(RATIOS.values()))
+    ratios = {label: {"per_pair": per_pair[key], "median": statistics.median(per_pair[key])}
+              for label, key in RATIOS.items() if per_pair[key]}
+    def ran(name: str) -> set[int]:
+        return {r["repeat"] for r in runs if r["name"] == name and "error" not in r}
+
+    return {"pairs": len(ran("harl") & ran("marlopt")), "ratios": ratios}
 
 
 def markdown(report: dict[str, Any]) -> str:

@@ -434,20 +434,13 @@ def mean_t95(values: list[float]) -> tuple[float | None, float | None]:
 def summarise(runs: list[dict[str, Any]], random_return: float | None = None) -> dict[str, Any]:
     """``ratios``: marlopt / JaxMARL per pair (frames/s, peak memory), median over the pairs;
     ``sides``: per side, final return − random (mean ± t95 over the repeats' seeds) and time to threshold."""
-    pairs: dict[int, dict[str, dict]] = {}
-    for r in runs:
-        if "error" not in r:
-            pairs.setdefault(r["repeat"], {})[r["name"]] = r
-    complete = {k: v for k, v in pairs.items() if len(v) == 2}
-    ratios: dict[str, Any] = {}
-    for key in ("fps_loop", "fps_wall", "peak_rss_mib", "time_to_threshold_s"):
-        vals = [p["marlopt"][key] / p["jaxmarl"][key] for p in complete.values()
-                if p["marlopt"][key] and p["jaxmarl"][key]]
-        if vals:
-            ratios[f"{key} ratio"] = statistics.median(vals)
+    from benchmark import pair_ratios
+
+    per_pair = pair_ratios(runs, "jaxmarl", ["fps_loop", "fps_wall", "peak_rss_mib", "time_to_threshold_s"])
+    ratios = {f"{key} ratio": statistics.median(vals) for key, vals in per_pair.items() if vals}
     sides: dict[str, Any] = {}
     for name in ("jaxmarl", "marlopt"):
-        done = [p[name] for p in pairs.values() if name in p]
+        done = [r for r in runs if r["name"] == name and "error" not in r]
         if not done:
             continue
         gains = [r["return_final"] - random_return for r in done

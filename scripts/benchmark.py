@@ -559,6 +559,18 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def pair_ratios(runs: list[dict[str, Any]], anchor: str, keys: list[str]) -> dict[str, list[float]]:
+    """An anchor harness's ratios: per ``key``, marlopt / ``anchor`` for each repeat where both sides ran
+    without error and both values are set, in repeat order."""
+    pairs: dict[int, dict[str, dict]] = {}
+    for r in runs:
+        if "error" not in r:
+            pairs.setdefault(r["repeat"], {})[r["name"]] = r
+    complete = [pairs[k] for k in sorted(pairs) if {"marlopt", anchor} <= pairs[k].keys()]
+    return {key: [p["marlopt"][key] / p[anchor][key] for p in complete if p["marlopt"].get(key) and p[anchor].get(key)]
+            for key in keys}
+
+
 def apply_recorded_patch(checkout: Path, patch: Path, tag: str, tested_commit: str) -> int:
     """Apply an anchor's recorded compatibility patch to its checkout once (a no-op when already
     applied); 2, with one line on stderr, when the checkout is neither pristine nor patched."""
